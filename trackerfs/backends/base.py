@@ -1,0 +1,79 @@
+"""The one interface every tracker backend implements.
+
+A backend turns vendor URLs, JSON shapes, paging and quirks into the neutral records of
+`trackerfs.model`, and vendor failures into `TrackerError` subclasses. It knows nothing of
+inodes, file handles or errno values.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import BinaryIO, ClassVar
+
+from trackerfs.model import Account, Attachment, Issue, Limits, Project
+
+#: Opens a fresh binary file positioned at 0 holding an upload's bytes (called per attempt).
+UploadSource = Callable[[], BinaryIO]
+
+
+class Tracker(ABC):
+    """A tracker account as a tree of projects, issues and attachments."""
+
+    #: The name used in configuration files (`tracker = "jira"`).
+    name: ClassVar[str]
+    #: What this tracker calls its projects and issues, for messages.
+    project_noun: ClassVar[str] = "project"
+    issue_noun: ClassVar[str] = "issue"
+
+    @abstractmethod
+    async def check_account(self) -> Account:
+        """Verify the credentials; raise AuthenticationError when they are refused."""
+
+    @abstractmethod
+    async def list_projects(self) -> list[Project]:
+        """Every project the account can see."""
+
+    @abstractmethod
+    async def list_issues(self, project: Project) -> list[Issue]:
+        """The issues of a project shown in its directory (possibly a configured subset).
+
+        Where the vendor can embed attachment metadata in the listing, the returned issues
+        carry it (`Issue.attachments` is not None), so no per-issue request is needed.
+        """
+
+    @abstractmethod
+    async def get_issue(self, project: Project, key: str) -> Issue:
+        """One issue of `project` by its key, with attachments; NotFoundError otherwise."""
+
+    async def list_attachments(self, issue: Issue) -> list[Attachment]:
+        """The attachments of an issue (default: re-read the issue)."""
+        fresh = await self.get_issue(Project(issue.project_key, "", ""), issue.key)
+        return list(fresh.attachments or ())
+
+    def is_issue_key(self, project: Project, name: str) -> bool:
+        """Whether `name` could name an issue of `project` (saves requests for probes)."""
+        return re.fullmatch(rf"{re.escape(project.key)}-[1-9][0-9]*", name) is not None
+
+    @abstractmethod
+    def open_range(
+        self, attachment: Attachment, start: int, stop: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream exactly the bytes [start, stop) of an attachment (fewer at its end)."""
+
+    async def limits(self) -> Limits:
+        """The tracker's attachment settings (default: no known limit)."""
+        return Limits()
+
+    async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
+        """Attach a file to an issue and return the attachment the tracker made."""
+        raise NotImplementedError
+
+    async def delete(self, attachment: Attachment) -> None:
+        """Delete an attachment."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections."""

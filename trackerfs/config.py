@@ -1,0 +1,235 @@
+"""Profiles from a TOML file, and the secrets they point to.
+
+A profile names one tracker account and how to mount it::
+
+    [profiles.work]
+    tracker = "jira"
+    url = "https://example.atlassian.net"
+    user = "me@example.com"
+    token_env = "JIRA_API_TOKEN"      # or token_file = "…" or token_command = "…"
+    flavour = "cloud"                 # further keys belong to the backend
+
+Secrets never come from the command line. A config or token file that others can read is
+refused, with the chmod that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from trackerfs.errors import ConfigError
+from trackerfs.logsetup import add_secret
+
+GENERAL_KEYS = frozenset(
+    {
+        "tracker",
+        "url",
+        "user",
+        "token_env",
+        "token_file",
+        "token_command",
+        "metadata_ttl",
+        "negative_ttl",
+        "attr_timeout",
+        "block_cache_mb",
+        "readahead_max_mb",
+        "spool_dir",
+        "max_concurrency",
+    }
+)
+SECRET_KEYS = ("token_env", "token_file", "token_command")
+COMMAND_TIMEOUT = 30.0
+
+
+def default_config_path() -> Path:
+    """~/.config/trackerfs/config.toml (XDG_CONFIG_HOME honoured)."""
+    return Path(platformdirs.user_config_dir("trackerfs")) / "config.toml"
+
+
+def default_state_dir(profile: str) -> Path:
+    """Where a profile keeps its spool and recovery folders (XDG state dir)."""
+    return Path(platformdirs.user_state_dir("trackerfs")) / profile
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """Where a token comes from: an environment variable, a file, or a command's output."""
+
+    kind: str
+    where: str
+
+    def read(self) -> str:
+        """The secret, stripped of surrounding white space; ConfigError when unusable.
+
+        The value is registered with the logging filter so that no log line shows it.
+        """
+        value = self._read()
+        add_secret(value)
+        return value
+
+    def _read(self) -> str:
+        if self.kind == "env":
+            value = os.environ.get(self.where)
+            if not value:
+                raise ConfigError(f"environment variable {self.where} is not set or empty")
+            return value.strip()
+        if self.kind == "file":
+            path = Path(self.where).expanduser()
+            check_private(path, "token file")
+            value = path.read_text(encoding="utf-8").strip()
+            if not value:
+                raise ConfigError(f"token file {path} is empty")
+            return value
+        return self._run_command()
+
+    def _run_command(self) -> str:
+        try:
+            done = subprocess.run(
+                shlex.split(self.where),
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"token command could not run: {type(exc).__name__}") from None
+        if done.returncode != 0:
+            # The command's stderr may be shown; its stdout may hold a partial secret.
+            reason = done.stderr.strip().splitlines()[-1:] or ["no message"]
+            raise ConfigError(f"token command exited with {done.returncode}: {reason[0]}")
+        value = done.stdout.strip()
+        if not value:
+            raise ConfigError("token command printed nothing")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """How long metadata is trusted and how much memory content may use."""
+
+    metadata_ttl: float = 60.0
+    negative_ttl: float = 30.0
+    attr_timeout: float = 1.0
+    block_cache_bytes: int = 64 << 20
+    readahead_max_bytes: int = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One tracker account and how to mount it."""
+
+    name: str
+    tracker: str
+    url: str
+    secret: SecretSource
+    user: str = ""
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    spool_dir: Path | None = None
+    max_concurrency: int = 8
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        """The profile's own state folder (spool, recovery)."""
+        return self.spool_dir or default_state_dir(self.name)
+
+
+def check_private(path: Path, what: str) -> None:
+    """Refuse a file that does not exist or that group or others may read or write."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{what} {path} is not a regular file")
+    if mode & 0o077:
+        raise ConfigError(
+            f"{what} {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            f"run: chmod 600 {shlex.quote(str(path))}"
+        )
+
+
+def load_profiles(path: Path) -> dict[str, dict[str, Any]]:
+    """The raw `[profiles.*]` tables of a config file."""
+    check_private(path, "config file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict) or not profiles:
+        raise ConfigError(f"config file {path} has no [profiles.NAME] table")
+    return profiles
+
+
+def load_profile(path: Path, name: str) -> Profile:
+    """The named profile from a config file, validated."""
+    profiles = load_profiles(path)
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"no profile {name!r} in {path} (profiles: {known})")
+    table = profiles[name]
+    if not isinstance(table, dict):
+        raise ConfigError(f"profiles.{name} in {path} is not a table")
+    return profile_from_table(name, table)
+
+
+def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
+    """Validate one profile table; backend-specific keys are kept in `options`."""
+    where = f"profile {name!r}"
+    tracker = _string(table, "tracker", where)
+    url = _string(table, "url", where)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: url must start with http:// or https://")
+    given = [key for key in SECRET_KEYS if key in table]
+    if len(given) != 1:
+        raise ConfigError(f"{where}: give exactly one of {', '.join(SECRET_KEYS)}")
+    secret = SecretSource(given[0].removeprefix("token_"), _string(table, given[0], where))
+    defaults = CacheSettings()
+    cache = CacheSettings(
+        metadata_ttl=_number(table, "metadata_ttl", defaults.metadata_ttl, where),
+        negative_ttl=_number(table, "negative_ttl", defaults.negative_ttl, where),
+        attr_timeout=_number(table, "attr_timeout", defaults.attr_timeout, where),
+        block_cache_bytes=int(_number(table, "block_cache_mb", 64, where) * (1 << 20)),
+        readahead_max_bytes=int(_number(table, "readahead_max_mb", 16, where) * (1 << 20)),
+    )
+    spool = table.get("spool_dir")
+    return Profile(
+        name=name,
+        tracker=tracker,
+        url=url.rstrip("/"),
+        secret=secret,
+        user=str(table.get("user", "")),
+        cache=cache,
+        spool_dir=Path(spool).expanduser() if spool else None,
+        max_concurrency=int(_number(table, "max_concurrency", 8, where)),
+        options={k: v for k, v in table.items() if k not in GENERAL_KEYS},
+    )
+
+
+def _string(table: dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string")
+    return value
+
+
+def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a non-negative number")
+    return float(value)

@@ -1,0 +1,335 @@
+"""The directory tree: inodes, names, lookup counts and the metadata cache.
+
+    /                      Kind.ROOT        the mount point
+    PROJ/                  Kind.PROJECT     one per project the account sees
+    PROJ/PROJ-1/           Kind.ISSUE       one per issue listed (or looked up by key)
+    PROJ/PROJ-1/a.png      Kind.ATTACHMENT  one per attachment
+
+Inode numbers are keyed by what they name (a project key, an issue key, an attachment
+id) and never reused while the filesystem is mounted. Listings are cached in TTL caches;
+a project listing that embeds attachments fills the attachment listings of all its
+issues at once. A name looked up and not found is remembered in a negative cache, so
+desktop probes (`.directory`, `Thumbs.db`, …) cost no request while listings are fresh.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from cachetools import TTLCache
+
+from trackerfs.backends.base import Tracker
+from trackerfs.config import CacheSettings
+from trackerfs.core.cache import SingleFlight
+from trackerfs.core.names import assign_names, numbered, sanitize
+from trackerfs.errors import NotFoundError
+from trackerfs.model import Attachment, Issue, Project
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+T = TypeVar("T")
+
+
+class Kind(enum.Enum):
+    """What a node is."""
+
+    ROOT = "root"
+    PROJECT = "project"
+    ISSUE = "issue"
+    ATTACHMENT = "attachment"
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One inode: what it names, where it sits, and how many lookups the kernel holds."""
+
+    inode: int
+    kind: Kind
+    parent: int
+    name: str
+    project: Project | None = None
+    issue: Issue | None = None
+    attachment: Attachment | None = None
+    lookups: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        """Whether the node is a directory."""
+        return self.kind is not Kind.ATTACHMENT
+
+
+@dataclass(slots=True)
+class NamespaceStatistics:
+    """Counters of what the namespace has served."""
+
+    nodes: int
+    lookups: int
+    negative_hits: int
+    listings_fetched: int
+
+
+class Namespace:
+    """Inodes and names over a tracker, with cached listings."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        settings: CacheSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        settings = settings or CacheSettings()
+        self._tracker = tracker
+        ttl = settings.metadata_ttl
+        self._projects: TTLCache[str, dict[str, Project]] = TTLCache(1, ttl, timer=clock)
+        self._issues: TTLCache[str, dict[str, Issue]] = TTLCache(4096, ttl, timer=clock)
+        self._files: TTLCache[tuple[str, str], dict[str, Attachment]] = TTLCache(65536, ttl, timer=clock)
+        self._direct: TTLCache[tuple[str, str], Issue] = TTLCache(4096, ttl, timer=clock)
+        self._negative: TTLCache[tuple[int, str], bool] = TTLCache(
+            100_000, settings.negative_ttl, timer=clock
+        )
+        self._project_flights: SingleFlight[str, dict[str, Project]] = SingleFlight()
+        self._issue_flights: SingleFlight[str, dict[str, Issue]] = SingleFlight()
+        self._file_flights: SingleFlight[tuple[str, str], dict[str, Attachment]] = SingleFlight()
+        self._direct_flights: SingleFlight[tuple[str, str], Issue] = SingleFlight()
+        self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, Kind.ROOT, ROOT_INODE, "")}
+        self._inodes: dict[tuple[str, ...], int] = {}
+        self._next_inode = ROOT_INODE + 1
+        self._lookups = 0
+        self._negative_hits = 0
+        self._listings = 0
+
+    # -- nodes and lookup counts ------------------------------------------------------
+
+    def node(self, inode: int) -> Node:
+        """The node for an inode the kernel knows; NotFoundError otherwise."""
+        try:
+            return self._nodes[inode]
+        except KeyError:
+            raise NotFoundError(f"inode {inode} is not known") from None
+
+    def remember(self, node: Node) -> None:
+        """The kernel took one more reference (lookup, create, readdirplus entry)."""
+        if node.inode != ROOT_INODE:
+            node.lookups += 1
+
+    def forget(self, inode: int, count: int) -> None:
+        """The kernel dropped `count` references to `inode`."""
+        node = self._nodes.get(inode)
+        if node is None or inode == ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - count)
+
+    def statistics(self) -> NamespaceStatistics:
+        """Counters since the mount."""
+        return NamespaceStatistics(len(self._nodes), self._lookups, self._negative_hits, self._listings)
+
+    # -- lookups and listings ---------------------------------------------------------
+
+    async def lookup(self, parent: int, name: str) -> Node:
+        """The child `name` of directory `parent`, counted as a kernel reference."""
+        self._lookups += 1
+        directory = self.node(parent)
+        if not directory.is_dir:
+            raise NotFoundError(f"{directory.name} is not a directory")
+        if (parent, name) in self._negative:
+            self._negative_hits += 1
+            raise NotFoundError(name)
+        try:
+            child = await self._find(directory, name)
+        except NotFoundError:
+            self._negative[(parent, name)] = True
+            raise
+        self.remember(child)
+        return child
+
+    async def list_dir(self, inode: int) -> list[Node]:
+        """The children of a directory, in a stable order."""
+        directory = self.node(inode)
+        if directory.kind is Kind.ROOT:
+            projects = await self._project_map()
+            return [self._project_node(name, project) for name, project in projects.items()]
+        if directory.kind is Kind.PROJECT:
+            assert directory.project is not None
+            issues = await self._issue_map(directory.project)
+            return [self._issue_node(directory, name, issue) for name, issue in issues.items()]
+        if directory.kind is Kind.ISSUE:
+            files = await self._file_map(directory)
+            return [self._attachment_node(directory, name, item) for name, item in files.items()]
+        raise NotFoundError(f"{directory.name} is not a directory")
+
+    async def _find(self, directory: Node, name: str) -> Node:
+        if directory.kind is Kind.ROOT:
+            project = (await self._project_map()).get(name)
+            if project is None:
+                raise NotFoundError(name)
+            return self._project_node(name, project)
+        if directory.kind is Kind.PROJECT:
+            return await self._find_issue(directory, name)
+        files = await self._file_map(directory)
+        if name not in files:
+            raise NotFoundError(name)
+        return self._attachment_node(directory, name, files[name])
+
+    async def _find_issue(self, directory: Node, name: str) -> Node:
+        project = directory.project
+        assert project is not None
+        listed = self._issues.get(project.key)
+        if listed is not None and name in listed:
+            return self._issue_node(directory, name, listed[name])
+        if not self._tracker.is_issue_key(project, name):
+            if listed is None:
+                listed = await self._issue_map(project)
+                if name in listed:
+                    return self._issue_node(directory, name, listed[name])
+            raise NotFoundError(name)
+        # An issue the listing does not show (filtered, or past a count limit) can still
+        # be opened by its key.
+        issue = self._direct.get((project.key, name))
+        if issue is None:
+            issue = await self._direct_flights.run(
+                (project.key, name), lambda: self._tracker.get_issue(project, name)
+            )
+            self._direct[(project.key, name)] = issue
+            if issue.attachments is not None:
+                self._store_files(project.key, issue)
+        return self._issue_node(directory, name, issue)
+
+    async def _project_map(self) -> dict[str, Project]:
+        cached = self._projects.get("all")
+        if cached is not None:
+            return cached
+        return await self._project_flights.run("all", self._fetch_projects)
+
+    async def _fetch_projects(self) -> dict[str, Project]:
+        self._listings += 1
+        projects = await self._tracker.list_projects()
+        mapping = unique_names((sanitize(p.key), p) for p in sorted(projects, key=lambda p: p.key))
+        self._projects["all"] = mapping
+        return mapping
+
+    async def _issue_map(self, project: Project) -> dict[str, Issue]:
+        cached = self._issues.get(project.key)
+        if cached is not None:
+            return cached
+        return await self._issue_flights.run(project.key, lambda: self._fetch_issues(project))
+
+    async def _fetch_issues(self, project: Project) -> dict[str, Issue]:
+        self._listings += 1
+        issues = await self._tracker.list_issues(project)
+        mapping = unique_names((sanitize(issue.key), issue) for issue in issues)
+        for issue in issues:
+            if issue.attachments is not None:
+                self._store_files(project.key, issue)
+        self._issues[project.key] = mapping
+        return mapping
+
+    async def _file_map(self, directory: Node) -> dict[str, Attachment]:
+        issue = directory.issue
+        assert issue is not None
+        key = (issue.project_key, issue.key)
+        cached = self._files.get(key)
+        if cached is not None:
+            return cached
+        return await self._file_flights.run(key, lambda: self._fetch_files(issue))
+
+    async def _fetch_files(self, issue: Issue) -> dict[str, Attachment]:
+        self._listings += 1
+        attachments = await self._tracker.list_attachments(issue)
+        return self._store_files(issue.project_key, issue, attachments)
+
+    def _store_files(
+        self, project_key: str, issue: Issue, attachments: Iterable[Attachment] | None = None
+    ) -> dict[str, Attachment]:
+        mapping = assign_names(issue.attachments or () if attachments is None else attachments)
+        self._files[(project_key, issue.key)] = mapping
+        inode = self._inodes.get(("issue", project_key, issue.key))
+        if inode is not None:
+            for name in mapping:
+                self._negative.pop((inode, name), None)
+        return mapping
+
+    # -- node construction --------------------------------------------------------------
+
+    def _node(self, key: tuple[str, ...], kind: Kind, parent: int, name: str) -> Node:
+        inode = self._inodes.get(key)
+        if inode is None:
+            inode = self._next_inode
+            self._next_inode += 1
+            self._inodes[key] = inode
+            self._nodes[inode] = Node(inode, kind, parent, name)
+        node = self._nodes[inode]
+        node.parent, node.name = parent, name
+        return node
+
+    def _project_node(self, name: str, project: Project) -> Node:
+        node = self._node(("project", project.key), Kind.PROJECT, ROOT_INODE, name)
+        node.project = project
+        return node
+
+    def _issue_node(self, directory: Node, name: str, issue: Issue) -> Node:
+        node = self._node(("issue", issue.project_key, issue.key), Kind.ISSUE, directory.inode, name)
+        node.project, node.issue = directory.project, issue
+        return node
+
+    def _attachment_node(self, directory: Node, name: str, attachment: Attachment) -> Node:
+        node = self._node(("attachment", attachment.id), Kind.ATTACHMENT, directory.inode, name)
+        node.project, node.issue, node.attachment = directory.project, directory.issue, attachment
+        return node
+
+    # -- metadata ---------------------------------------------------------------------
+
+    def metadata(self, node: Node) -> dict[str, str]:
+        """What `user.trackerfs.*` extended attributes show for a node."""
+        if node.kind is Kind.ATTACHMENT and node.attachment is not None:
+            item = node.attachment
+            values = {
+                "id": item.id,
+                "url": item.web_url,
+                "mime_type": item.mime_type,
+                "author": item.author,
+                "created": iso_time(item.created),
+                "size": str(item.size),
+                "original_name": item.filename,
+                "issue": node.issue.key if node.issue else "",
+                "checksum": item.checksum,
+            }
+        elif node.kind is Kind.ISSUE and node.issue is not None:
+            issue = node.issue
+            values = {
+                "id": issue.id,
+                "key": issue.key,
+                "url": issue.web_url,
+                "summary": issue.summary,
+                "created": iso_time(issue.created) if issue.created else "",
+            }
+        elif node.kind is Kind.PROJECT and node.project is not None:
+            project = node.project
+            values = {"id": project.id, "key": project.key, "name": project.name, "url": project.web_url}
+        else:
+            values = {"tracker": self._tracker.name}
+        return {key: value for key, value in values.items() if value}
+
+
+def unique_names(pairs: Iterable[tuple[str, T]]) -> dict[str, T]:
+    """A name → item map where a repeated name gets ` (2)`, ` (3)`, … in order."""
+    result: dict[str, T] = {}
+    for name, item in pairs:
+        final, number = name, 2
+        while final in result:
+            final = numbered(name, number)
+            number += 1
+        result[final] = item
+    return result
+
+
+def iso_time(timestamp: float) -> str:
+    """An ISO 8601 UTC time with seconds, e.g. `2026-01-05T10:00:00Z`."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

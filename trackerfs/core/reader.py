@@ -1,0 +1,251 @@
+"""Lazy reads of attachment content: aligned blocks, readahead, shared fetches.
+
+Content is cut into aligned blocks of `BLOCK_SIZE` bytes (the size of the kernel's
+usual read request, so an aligned read is answered with a cached block and no copy).
+Attachments are immutable, so blocks are cached by attachment id with no expiry, in a
+byte-budgeted LRU.
+
+- A random read fetches only the blocks it touches.
+- A sequential reader (each read starting near where the last one ended) gets a
+  readahead window that starts at `initial_window` and doubles with every fetch it
+  starts, up to `max_window`. A new fetch starts when less than half a window of data
+  is ahead of the reader, so requests stay window-sized.
+- A fetch streams one HTTP range for a run of missing blocks and publishes each block as
+  soon as its bytes arrive; concurrent readers of a block wait for the same fetch.
+- A connection dropped mid-fetch is resumed from the first missing block.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from trackerfs.backends.base import Tracker
+from trackerfs.core.cache import BlockCache, CacheStatistics, Future
+from trackerfs.errors import BadResponseError, TemporaryError, TrackerError, UnreachableError
+from trackerfs.model import Attachment
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 128 << 10
+INITIAL_WINDOW = 1 << 20
+MAX_WINDOW = 16 << 20
+#: How far behind the last read a read may start and still count as sequential: the
+#: kernel's readahead sends several reads at once and they may arrive out of order.
+BACKWARD_SLACK = 8 * BLOCK_SIZE
+FETCH_RESUMES = 2
+
+BlockKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class ReadState:
+    """Where one open file's reader is, and how much it reads ahead."""
+
+    attachment: Attachment
+    next_offset: int = -1
+    window: int = 0
+    reads: int = 0
+
+    def observe(self, offset: int, end: int, initial: int) -> bool:
+        """Record a read of [offset, end); return whether it continues a sequential run."""
+        if self.next_offset < 0:
+            sequential = offset == 0
+        else:
+            sequential = (
+                self.next_offset - BACKWARD_SLACK <= offset <= self.next_offset + max(self.window, initial)
+            )
+        if sequential:
+            self.window = self.window or initial
+        else:
+            self.window = 0
+        self.next_offset = max(end, self.next_offset) if sequential else end
+        self.reads += 1
+        return sequential
+
+
+@dataclass(slots=True)
+class ReaderStatistics:
+    """What the reader has done since the mount."""
+
+    reads: int = 0
+    fetches: int = 0
+    bytes_fetched: int = 0
+    cache: CacheStatistics = field(default_factory=CacheStatistics)
+
+
+class Reader:
+    """Serves reads of attachments from a block cache filled by ranged fetches."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        nursery: trio.Nursery,
+        *,
+        cache_bytes: int = 64 << 20,
+        initial_window: int = INITIAL_WINDOW,
+        max_window: int = MAX_WINDOW,
+    ) -> None:
+        self._tracker = tracker
+        self._nursery = nursery
+        self._cache: BlockCache[BlockKey] = BlockCache(cache_bytes)
+        self._pending: dict[BlockKey, Future[bytes]] = {}
+        self.initial_window = max(initial_window, BLOCK_SIZE)
+        self.max_window = max(max_window, self.initial_window)
+        self._stats = ReaderStatistics()
+
+    def open(self, attachment: Attachment) -> ReadState:
+        """Per-open-file state for reading `attachment`."""
+        return ReadState(attachment)
+
+    async def read(self, state: ReadState, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset` (fewer only at the end of the attachment)."""
+        attachment = state.attachment
+        end = min(offset + size, attachment.size)
+        if offset >= end:
+            return b""
+        self._stats.reads += 1
+        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        if state.observe(offset, end, self.initial_window):
+            self._read_ahead(state, last + 1)
+        self._fetch_missing(attachment, first, last + 1)
+        if first == last:
+            block = await self._block(attachment, first)
+            start = offset - first * BLOCK_SIZE
+            if start == 0 and len(block) <= end - offset:
+                return block
+            return block[start : start + end - offset]
+        parts = [await self._block(attachment, index) for index in range(first, last + 1)]
+        data = b"".join(parts)
+        start = offset - first * BLOCK_SIZE
+        return data[start : start + end - offset]
+
+    def statistics(self) -> ReaderStatistics:
+        """Counters since the mount (reads, fetches, bytes fetched, cache)."""
+        stats = self._stats
+        return ReaderStatistics(stats.reads, stats.fetches, stats.bytes_fetched, self._cache.statistics())
+
+    def _read_ahead(self, state: ReadState, after: int) -> None:
+        """Keep at least half a window of blocks after `after` cached or on the way."""
+        blocks = self._block_count(state.attachment)
+        window = max(1, state.window // BLOCK_SIZE)
+        index = after
+        while index < blocks and index < after + window and self._present(state.attachment, index):
+            index += 1
+        if index >= blocks or index - after >= window // 2:
+            return
+        self._fetch_missing(state.attachment, index, min(blocks, index + window))
+        state.window = min(state.window * 2, self.max_window)
+
+    def _present(self, attachment: Attachment, index: int) -> bool:
+        key = (attachment.id, index)
+        return key in self._cache or key in self._pending
+
+    def _fetch_missing(self, attachment: Attachment, lo: int, hi: int) -> None:
+        """Start one fetch per run of consecutive blocks in [lo, hi) not cached or pending."""
+        hi = min(hi, self._block_count(attachment))
+        index = lo
+        while index < hi:
+            if self._present(attachment, index):
+                index += 1
+                continue
+            run_start = index
+            while index < hi and not self._present(attachment, index):
+                self._pending[(attachment.id, index)] = Future()
+                index += 1
+            self._nursery.start_soon(self._fetch, attachment, run_start, index)
+
+    async def _block(self, attachment: Attachment, index: int) -> bytes:
+        key = (attachment.id, index)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        pending = self._pending.get(key)
+        if pending is None:
+            # Evicted between scheduling and reading (a tiny cache): fetch it alone.
+            self._fetch_missing(attachment, index, index + 1)
+            pending = self._pending[key]
+        return await pending.wait()
+
+    async def _fetch(self, attachment: Attachment, lo: int, hi: int) -> None:
+        """Fetch blocks [lo, hi) in one ranged stream, resuming after a dropped connection."""
+        index = lo
+        resumes = 0
+        try:
+            while index < hi:
+                try:
+                    index = await self._stream_blocks(attachment, index, hi)
+                except (TemporaryError, UnreachableError) as exc:
+                    while index < hi and (attachment.id, index) not in self._pending:
+                        index += 1  # published before the connection dropped
+                    if resumes >= FETCH_RESUMES:
+                        raise
+                    resumes += 1
+                    log.warning(
+                        "fetch of %s interrupted (%s); resuming at block %d", attachment.id, exc, index
+                    )
+        except TrackerError as exc:
+            self._fail(attachment, index, hi, exc)
+        except Exception as exc:
+            log.exception("fetch of attachment %s failed", attachment.id)
+            self._fail(attachment, index, hi, exc)
+        except BaseException:
+            self._fail(attachment, index, hi, TemporaryError("fetch cancelled"))
+            raise
+
+    async def _stream_blocks(self, attachment: Attachment, lo: int, hi: int) -> int:
+        """Stream blocks [lo, hi); publish each as it completes; return the next index."""
+        start = lo * BLOCK_SIZE
+        stop = min(hi * BLOCK_SIZE, attachment.size)
+        self._stats.fetches += 1
+        log.debug("fetch %s bytes %d-%d", attachment.id, start, stop - 1)
+        index = lo
+        buffer = bytearray()
+        async with self._tracker.open_range(attachment, start, stop) as chunks:
+            async for chunk in chunks:
+                self._stats.bytes_fetched += len(chunk)
+                buffer += chunk
+                while len(buffer) >= BLOCK_SIZE:
+                    self._publish(attachment, index, bytes(buffer[:BLOCK_SIZE]))
+                    del buffer[:BLOCK_SIZE]
+                    index += 1
+        if index < hi:
+            # The last block of the attachment, or a server with fewer bytes than promised.
+            self._publish(attachment, index, bytes(buffer))
+            index += 1
+            if index < hi:
+                raise BadResponseError(
+                    f"attachment {attachment.id} ended at byte {start + (index - lo) * BLOCK_SIZE}"
+                    f" of {attachment.size} promised"
+                )
+        return index
+
+    def _publish(self, attachment: Attachment, index: int, data: bytes) -> None:
+        key = (attachment.id, index)
+        self._cache.put(key, data)
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.set(data)
+
+    def _fail(self, attachment: Attachment, lo: int, hi: int, error: BaseException) -> None:
+        for index in range(lo, hi):
+            pending = self._pending.pop((attachment.id, index), None)
+            if pending is not None:
+                pending.fail(error)
+
+    @staticmethod
+    def _block_count(attachment: Attachment) -> int:
+        return math.ceil(attachment.size / BLOCK_SIZE)
+
+
+@asynccontextmanager
+async def open_reader(tracker: Tracker, **options: int) -> AsyncIterator[Reader]:
+    """A Reader whose background fetches run in a nursery that ends with the block."""
+    async with trio.open_nursery() as nursery:
+        yield Reader(tracker, nursery, **options)
+        nursery.cancel_scope.cancel()

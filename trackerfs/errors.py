@@ -1,0 +1,108 @@
+"""The trackerfs exception tree.
+
+Backends raise these; the FUSE layer turns them into errno values in one place. Each
+class carries the errno a user sees::
+
+    TrackerfsError                    anything trackerfs reports to a user
+    ├── ConfigError                   bad config, credentials file, mount point (exit 2)
+    └── TrackerError                  a tracker call failed                      EIO
+        ├── AuthenticationError       401: the credentials were refused          EACCES
+        ├── PermissionDeniedError     403: not allowed                           EACCES
+        ├── NotFoundError             404/410                                    ENOENT
+        ├── BadRequestError           400/422                                    EINVAL
+        ├── TooLargeError             413 or over the known upload limit         EFBIG
+        ├── UnsupportedError          the tracker cannot do this                 EOPNOTSUPP
+        ├── RateLimitedError          429 after every retry                      EIO
+        ├── TemporaryError            5xx after every retry                      EIO
+        ├── TrackerTimeoutError       no answer in time                          ETIMEDOUT
+        ├── UnreachableError          connection refused, DNS, reset             EHOSTUNREACH
+        └── BadResponseError          malformed JSON or an unexpected shape       EIO
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class TrackerfsError(Exception):
+    """Base class for errors trackerfs reports to a user in one line."""
+
+
+class ConfigError(TrackerfsError):
+    """The configuration, a credential source or the mount point is unusable."""
+
+
+class TrackerError(TrackerfsError):
+    """A call to the tracker failed; `errno` is what the filesystem call returns."""
+
+    errno: int = _errno.EIO
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthenticationError(TrackerError):
+    """The tracker refused the credentials (401)."""
+
+    errno = _errno.EACCES
+
+
+class PermissionDeniedError(TrackerError):
+    """The credentials are valid but not allowed to do this (403)."""
+
+    errno = _errno.EACCES
+
+
+class NotFoundError(TrackerError):
+    """The thing does not exist or is not visible (404, 410)."""
+
+    errno = _errno.ENOENT
+
+
+class BadRequestError(TrackerError):
+    """The tracker rejected the request as malformed (400, 422)."""
+
+    errno = _errno.EINVAL
+
+
+class TooLargeError(TrackerError):
+    """The upload is over the tracker's size limit (413)."""
+
+    errno = _errno.EFBIG
+
+
+class UnsupportedError(TrackerError):
+    """The tracker cannot do this operation."""
+
+    errno = _errno.EOPNOTSUPP
+
+
+class RateLimitedError(TrackerError):
+    """The tracker kept answering 429 after every retry."""
+
+    errno = _errno.EIO
+
+
+class TemporaryError(TrackerError):
+    """The tracker kept failing (5xx) after every retry."""
+
+    errno = _errno.EIO
+
+
+class TrackerTimeoutError(TrackerError):
+    """The tracker did not answer in time."""
+
+    errno = _errno.ETIMEDOUT
+
+
+class UnreachableError(TrackerError):
+    """The tracker could not be reached at all."""
+
+    errno = _errno.EHOSTUNREACH
+
+
+class BadResponseError(TrackerError):
+    """The tracker answered with something that is not what its API promises."""
+
+    errno = _errno.EIO
