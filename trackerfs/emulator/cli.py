@@ -1,0 +1,88 @@
+"""Command line of the emulator (``python -m trackerfs.emulator``, ``trackerfs emulate``)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from trackerfs.emulator.options import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_UPLOAD_LIMIT,
+    TOKEN_ENV,
+    EmulatorOptions,
+    resolve_token,
+)
+from trackerfs.emulator.seed import SEEDS
+from trackerfs.emulator.server import DIALECTS, serve_emulator
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to ``parser``."""
+    parser.add_argument("--tracker", choices=sorted(DIALECTS), default="jira")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="API port (0: any free port)")
+    parser.add_argument("--media-port", type=int, default=0, help="media origin port")
+    parser.add_argument("--seed", choices=sorted(SEEDS), default="demo")
+    parser.add_argument(
+        "--token",
+        help=f"API token (default: ${TOKEN_ENV}, else a random one); prefer the variable",
+    )
+    parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE)
+    parser.add_argument("--upload-limit", type=int, default=DEFAULT_UPLOAD_LIMIT, metavar="BYTES")
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep blobs in DIR/blobs (default: a temporary directory)"
+    )
+    parser.add_argument(
+        "--media-base",
+        metavar="URL",
+        help="send content redirects to URL/BLOB_NAME (e.g. nginx serving DATA_DIR/blobs)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
+    """EmulatorOptions from parsed arguments."""
+    return EmulatorOptions(
+        tracker=args.tracker,
+        host=args.host,
+        port=args.port,
+        media_port=args.media_port,
+        seed=args.seed,
+        token=resolve_token(args.token),
+        page_size=args.page_size,
+        upload_limit=args.upload_limit,
+        data_dir=args.data_dir,
+        media_base=args.media_base,
+    )
+
+
+async def _run(options: EmulatorOptions) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            info = await nursery.start(serve_emulator, options)
+            # Tests parse these first three lines; keep their order and format.
+            print(f"url: {info.base_url}", flush=True)
+            print(f"media: {info.media_url}", flush=True)
+            print(f"token: {info.token}", flush=True)
+            print(f"tracker: {options.tracker}  seed: {options.seed}  data: {info.data_dir}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the emulator until SIGINT or SIGTERM; returns the exit status."""
+    trio.run(_run, options_from_args(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m trackerfs.emulator``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trackerfs.emulator", description="Built-in issue-tracker emulator."
+    )
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(sys.argv[1:] if argv is None else argv))

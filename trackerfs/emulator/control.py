@@ -1,0 +1,125 @@
+"""The control API under ``/_emulator`` (no auth, never logged): tests drive the emulator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from trackerfs.emulator.content import FileSliceResponse
+from trackerfs.emulator.faults import FaultSpecError, parse_fault
+from trackerfs.emulator.responses import AsciiJSONResponse
+from trackerfs.emulator.state import EmulatorState
+
+PREFIX = "/_emulator"
+
+
+def _problem(status: int, message: str) -> Response:
+    return AsciiJSONResponse({"error": message}, status_code=status)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def control_routes(state: EmulatorState) -> list[BaseRoute]:
+    """Routes of the control API."""
+
+    async def requests(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.log.clear()
+            return Response(status_code=204)
+        return AsciiJSONResponse(state.log.entries())
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return AsciiJSONResponse({"reset": True, "seed": state.options.seed})
+
+    async def attachments(request: Request) -> Response:
+        store = state.store
+        return AsciiJSONResponse(
+            [
+                {
+                    "id": a.id,
+                    "project": store.issues[a.issue].project,
+                    "issue": a.issue,
+                    "filename": a.filename,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "created": a.created.isoformat(),
+                    "mime_type": a.mime_type,
+                    "author": a.author.display_name,
+                    "blob_name": a.blob_name,
+                }
+                for a in store.attachments.values()
+            ]
+        )
+
+    async def attachment_content(request: Request) -> Response:
+        attachment = state.store.attachments.get(request.path_params["id"])
+        if attachment is None:
+            return _problem(404, "no such attachment")
+        return FileSliceResponse(
+            state.store.blob_path(attachment),
+            offset=0,
+            length=attachment.size,
+            status_code=200,
+            media_type="application/octet-stream",
+            headers={},
+        )
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            changes = await _json_body(request)
+            if not isinstance(changes, dict):
+                return _problem(400, "config must be a JSON object")
+            try:
+                state.config.update(changes)
+            except ValueError as error:
+                return _problem(400, str(error))
+        return AsciiJSONResponse(state.config.describe())
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.faults.clear()
+            return Response(status_code=204)
+        if request.method == "POST":
+            try:
+                state.faults.add(parse_fault(await _json_body(request)))
+            except FaultSpecError as error:
+                return _problem(400, str(error))
+        return AsciiJSONResponse(state.faults.describe())
+
+    async def projects(request: Request) -> Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+            return _problem(400, "expected {key, name}")
+        try:
+            project = state.store.add_project(body["key"], str(body.get("name") or body["key"]))
+        except ValueError as error:
+            return _problem(409, str(error))
+        return AsciiJSONResponse({"key": project.key, "id": project.id}, status_code=201)
+
+    async def issues(request: Request) -> Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or body.get("project") not in state.store.projects:
+            return _problem(400, "expected {project: an existing key, summary}")
+        issue = state.store.add_issue(body["project"], str(body.get("summary") or "Issue"))
+        return AsciiJSONResponse({"key": issue.key, "id": issue.id}, status_code=201)
+
+    return [
+        Route(f"{PREFIX}/requests", requests, methods=["GET", "DELETE"]),
+        Route(f"{PREFIX}/reset", reset, methods=["POST"]),
+        Route(f"{PREFIX}/attachments", attachments, methods=["GET"]),
+        Route(f"{PREFIX}/attachments/{{id}}/content", attachment_content, methods=["GET"]),
+        Route(f"{PREFIX}/config", config, methods=["GET", "POST"]),
+        Route(f"{PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route(f"{PREFIX}/projects", projects, methods=["POST"]),
+        Route(f"{PREFIX}/issues", issues, methods=["POST"]),
+    ]

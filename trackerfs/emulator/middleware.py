@@ -1,0 +1,156 @@
+"""ASGI middleware shared by every origin: the request log and fault injection.
+
+It sits outside the dialect's routes so that faults and the log work the same for every
+vendor. The control API (``/_emulator``) is neither logged nor subject to faults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trackerfs.emulator.content import ErrorFactory
+from trackerfs.emulator.faults import FaultRule
+from trackerfs.emulator.state import EmulatorState
+
+CONTROL_PREFIX = "/_emulator"
+LOGGED_HEADERS = ("x-atlassian-token", "content-type", "range", "user-agent")
+
+
+class _TruncatedError(Exception):
+    """Raised inside the send wrapper to stop the app midway through a body."""
+
+
+def _header_selection(headers: dict[str, str]) -> dict[str, str]:
+    selection = {name: headers[name] for name in LOGGED_HEADERS if name in headers}
+    if "authorization" in headers:
+        # Never the value: tests only need to know whether credentials were sent.
+        selection["authorization"] = "present"
+    return selection
+
+
+def _drop_connection(scope: Scope) -> bool:
+    """Shut down the TCP connection of this request so the client gets no response.
+
+    ASGI has no way to close a connection without answering, so find the server's socket
+    by its peer address among this process's descriptors. Linux only, like FUSE.
+    """
+    client, server = scope.get("client"), scope.get("server")
+    if not client or not server:
+        return False
+    wanted = (tuple(client), tuple(server))
+    with contextlib.suppress(OSError):
+        descriptors = os.listdir("/proc/self/fd")
+        for name in descriptors:
+            try:
+                probe = socket.socket(fileno=os.dup(int(name)))
+            except OSError:
+                continue
+            with probe:
+                try:
+                    if probe.type != socket.SOCK_STREAM:
+                        continue
+                    found = (probe.getpeername()[:2], probe.getsockname()[:2]) == wanted
+                except OSError:
+                    continue
+                if found:
+                    # shutdown acts on the shared socket, not just on this duplicate
+                    probe.shutdown(socket.SHUT_RDWR)
+                    return True
+    return False
+
+
+class RecorderMiddleware:
+    """Logs every non-control request and applies the first matching fault rule."""
+
+    def __init__(self, app: ASGIApp, *, state: EmulatorState, origin: str, error: ErrorFactory) -> None:
+        self.app = app
+        self.state = state
+        self.origin = origin
+        self.error = error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Wrap one request."""
+        if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = scope.get("query_string", b"").decode("latin-1")
+        entry = self.state.log.open_entry(
+            origin=self.origin,
+            method=scope["method"],
+            path=scope["path"],
+            query=dict(parse_qsl(query, keep_blank_values=True)),
+            range=headers.get("range"),
+            status=None,
+            bytes_sent=0,
+            authorized="authorization" in headers,
+            headers=_header_selection(headers),
+            upload=None,
+        )
+        scope.setdefault("state", {})["log_entry"] = entry
+        rule = self.state.faults.take(self.origin, scope["method"], scope["path"])
+        if rule is not None and rule.delay:
+            await trio.sleep(rule.delay)
+        limit: int | None = None
+
+        async def recording_send(message: Message) -> None:
+            nonlocal limit
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+                if rule is not None and rule.action == "truncate":
+                    length = dict(message.get("headers", [])).get(b"content-length", b"0")
+                    limit = int(length) // 2
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if limit is not None and entry["bytes_sent"] + len(body) >= limit:
+                    cut = body[: limit - entry["bytes_sent"]]
+                    entry["bytes_sent"] += len(cut)
+                    await send({"type": "http.response.body", "body": cut, "more_body": True})
+                    raise _TruncatedError
+                entry["bytes_sent"] += len(body)
+            await send(message)
+
+        if rule is None or rule.action == "truncate":
+            try:
+                await self.app(scope, receive, recording_send)
+            except _TruncatedError:
+                # Returning without the final body message makes the server close the
+                # connection: the client sees fewer bytes than Content-Length announced.
+                entry["truncated"] = True
+            return
+        await _drain(receive)
+        if rule.action == "drop":
+            entry["status"] = "dropped"
+            if not _drop_connection(scope):
+                raise ConnectionAbortedError("fault: connection dropped")
+            return
+        await self._fault_response(rule)(scope, receive, recording_send)
+
+    def _fault_response(self, rule: FaultRule) -> Response:
+        if rule.body is None:
+            response = self.error(rule.status, f"Injected fault: HTTP {rule.status}")
+        elif isinstance(rule.body, str):
+            response = Response(rule.body, status_code=rule.status, media_type="text/plain")
+        else:
+            response = Response(json.dumps(rule.body), status_code=rule.status, media_type="application/json")
+        for name, value in rule.headers.items():
+            response.headers[name] = value
+        return response
+
+
+async def _drain(receive: Receive) -> None:
+    # Read the request body before a canned answer so that a client still sending an
+    # upload gets the answer rather than a broken pipe.
+    while True:
+        message: dict[str, Any] = dict(await receive())
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return

@@ -1,0 +1,33 @@
+"""Start-up options of the emulator (what the command line sets)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_UPLOAD_LIMIT = 100 * 1024 * 1024
+
+
+def resolve_token(explicit: str | None) -> str:
+    """The API token: the explicit one, else the environment's, else a fresh random one."""
+    return explicit or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorOptions:
+    """How to start an emulator; ``port=0`` means any free port."""
+
+    tracker: str = "jira"
+    host: str = "127.0.0.1"
+    port: int = 0
+    media_port: int = 0
+    seed: str = "demo"
+    token: str = field(default_factory=lambda: resolve_token(None))
+    page_size: int = DEFAULT_PAGE_SIZE
+    upload_limit: int = DEFAULT_UPLOAD_LIMIT
+    data_dir: Path | None = None
+    media_base: str | None = None

@@ -1,0 +1,134 @@
+"""Assembling and serving the emulator: the API app, the media app, two listeners."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import cast
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from hypercorn.typing import Framework
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from trackerfs.emulator import jira
+from trackerfs.emulator.content import ErrorFactory
+from trackerfs.emulator.control import control_routes
+from trackerfs.emulator.media import media_error, media_routes
+from trackerfs.emulator.middleware import RecorderMiddleware
+from trackerfs.emulator.options import EmulatorOptions
+from trackerfs.emulator.state import EmulatorState
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What a vendor module contributes: its routes and its error body."""
+
+    routes: Callable[[EmulatorState], list[BaseRoute]]
+    error: ErrorFactory
+
+
+# One entry per vendor module; the CLI offers these names for --tracker.
+DIALECTS: dict[str, Dialect] = {
+    "jira": Dialect(lambda state: jira.JiraDialect(state).routes(), jira.error_response),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorInfo:
+    """Where a started emulator listens, and its state for in-process inspection."""
+
+    base_url: str
+    media_url: str
+    token: str
+    data_dir: Path
+    state: EmulatorState
+
+
+def create_app(state: EmulatorState) -> Starlette:
+    """The API origin: the vendor dialect plus the control API, behind the recorder."""
+    dialect = DIALECTS[state.options.tracker]
+    return Starlette(
+        routes=[*control_routes(state), *dialect.routes(state)],
+        middleware=[Middleware(RecorderMiddleware, state=state, origin="api", error=dialect.error)],
+    )
+
+
+def create_media_app(state: EmulatorState) -> Starlette:
+    """The media origin that content redirects point to."""
+    return Starlette(
+        routes=media_routes(state),
+        middleware=[Middleware(RecorderMiddleware, state=state, origin="media", error=media_error)],
+    )
+
+
+def _as_framework(app: Starlette) -> Framework:
+    # Starlette's ASGI signature is looser than hypercorn's TypedDict one; same protocol.
+    return cast(Framework, app)
+
+
+def _hypercorn_config(host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    config.graceful_timeout = 1.0
+    return config
+
+
+@contextlib.contextmanager
+def open_data_dir(requested: Path | None) -> Iterator[Path]:
+    """The given data directory (kept), or a temporary one removed on exit."""
+    if requested is not None:
+        requested.mkdir(parents=True, exist_ok=True)
+        yield requested
+        return
+    with tempfile.TemporaryDirectory(prefix="trackerfs-emulator-") as temporary:
+        yield Path(temporary)
+
+
+async def serve_emulator(
+    options: EmulatorOptions,
+    *,
+    task_status: trio.TaskStatus[EmulatorInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API and media origins until cancelled.
+
+    Both listeners are bound (port 0 = a free port, read back from the bound socket, so
+    there is no race) before ``task_status.started(EmulatorInfo)``.
+    """
+    if options.tracker not in DIALECTS:
+        raise ValueError(f"unknown tracker dialect {options.tracker!r}")
+    with open_data_dir(options.data_dir) as data_dir:
+        state = EmulatorState(options, data_dir)
+        async with trio.open_nursery() as nursery:
+            # The media origin first: the API's redirects need its URL.
+            media_binds: list[str] = await nursery.start(
+                partial(
+                    serve,
+                    _as_framework(create_media_app(state)),
+                    _hypercorn_config(options.host, options.media_port),
+                )
+            )
+            state.media_url = media_binds[0]
+            api_binds: list[str] = await nursery.start(
+                partial(
+                    serve, _as_framework(create_app(state)), _hypercorn_config(options.host, options.port)
+                )
+            )
+            task_status.started(
+                EmulatorInfo(
+                    base_url=api_binds[0],
+                    media_url=state.media_url,
+                    token=state.token,
+                    data_dir=data_dir,
+                    state=state,
+                )
+            )

@@ -1,0 +1,130 @@
+"""Everything one running emulator holds: store, runtime config, request log, faults."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trackerfs.emulator.faults import Faults
+from trackerfs.emulator.options import EmulatorOptions
+from trackerfs.emulator.seed import apply_seed
+from trackerfs.emulator.store import Store
+
+DEFAULT_MEDIA_TTL = 300.0
+
+
+@dataclass(slots=True)
+class RuntimeConfig:
+    """Settings a test may change while the emulator runs (``/_emulator/config``)."""
+
+    page_size: int
+    upload_limit: int
+    range_support: bool = True
+    media_ttl: float = DEFAULT_MEDIA_TTL
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply a partial JSON update; raises ValueError on unknown keys or bad types."""
+        for key, value in changes.items():
+            if key in ("page_size", "upload_limit"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"{key} must be a positive integer")
+            elif key == "range_support":
+                if not isinstance(value, bool):
+                    raise ValueError("range_support must be a boolean")
+            elif key == "media_ttl":
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise ValueError("media_ttl must be a number of seconds")
+                setattr(self, key, float(value))
+                continue
+            else:
+                raise ValueError(f"unknown config key {key!r}")
+            setattr(self, key, value)
+
+    def describe(self) -> dict[str, Any]:
+        """The config as JSON."""
+        return asdict(self)
+
+
+class RequestLog:
+    """What reached the emulator, in order, for tests to assert on."""
+
+    def __init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._seq = 0
+
+    def open_entry(self, **fields: Any) -> dict[str, Any]:
+        """Start an entry; the caller completes it (status, bytes_sent) as the response goes."""
+        self._seq += 1
+        entry: dict[str, Any] = {"seq": self._seq, **fields}
+        self._entries.append(entry)
+        return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        """All entries, oldest first."""
+        return list(self._entries)
+
+    def clear(self) -> None:
+        """Forget all entries (sequence numbers keep increasing)."""
+        self._entries.clear()
+
+
+class MediaSigner:
+    """Short-lived HMAC tokens that let the media origin serve a blob without credentials."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def _mac(self, blob_name: str, expires: int) -> str:
+        digest = hmac.new(self._key, f"{blob_name}:{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def sign(self, blob_name: str, ttl: float) -> str:
+        """A token for ``blob_name`` valid for ``ttl`` seconds."""
+        expires = int(time.time() + ttl)
+        return f"{expires}.{self._mac(blob_name, expires)}"
+
+    def verify(self, blob_name: str, token: str) -> bool:
+        """Whether ``token`` was issued for ``blob_name`` and has not expired."""
+        expires_text, _, mac = token.partition(".")
+        if not expires_text.isdigit() or int(expires_text) < time.time():
+            return False
+        return hmac.compare_digest(mac, self._mac(blob_name, int(expires_text)))
+
+
+class EmulatorState:
+    """The mutable state shared by the API app, the media app and the control API."""
+
+    def __init__(self, options: EmulatorOptions, data_dir: Path) -> None:
+        self.options = options
+        self.token = options.token
+        self.store = Store(data_dir / "blobs")
+        self.config = RuntimeConfig(options.page_size, options.upload_limit)
+        self.log = RequestLog()
+        self.faults = Faults()
+        self.signer = MediaSigner()
+        self.upload_dir = data_dir / "uploads"
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        # Known only once the media listener is bound; create_app users may set it.
+        self.media_url = "http://media.invalid"
+        apply_seed(self.store, options.seed)
+
+    def media_location(self, blob_name: str) -> str:
+        """Where a content redirect sends the client for ``blob_name``."""
+        if self.options.media_base:
+            return f"{self.options.media_base.rstrip('/')}/{blob_name}"
+        token = self.signer.sign(blob_name, self.config.media_ttl)
+        return f"{self.media_url}/file/{blob_name}/binary?token={token}&client=emulator"
+
+    def reset(self) -> None:
+        """Back to the start-up seed; log, faults and config cleared."""
+        self.store.clear()
+        apply_seed(self.store, self.options.seed)
+        self.log.clear()
+        self.faults.clear()
+        self.config = RuntimeConfig(self.options.page_size, self.options.upload_limit)
