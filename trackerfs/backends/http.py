@@ -309,8 +309,6 @@ class HttpClient:
                 await response.aclose()
                 failure = self._error(response)
                 if status not in retryable:
-                    if status in (401, 403):
-                        log.error("%s %s: %s", method, loggable(response.request.url, self.origin), failure)
                     raise failure
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if attempt >= self.retry.attempts:

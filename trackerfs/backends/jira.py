@@ -162,7 +162,7 @@ class JiraTracker(Tracker):
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         if self.flavour == "datacenter" and attachment.content_url:
-            return self.http.stream_range(attachment.content_url, start, stop)
+            return self.http.stream_range(dc_content_url(attachment), start, stop)
         return self.http.stream_range(
             f"{self.api}/attachment/content/{quote(attachment.id, safe='')}",
             start,
@@ -222,7 +222,7 @@ class JiraTracker(Tracker):
         )
 
     def _attachments(self, raw: Iterable[Any], issue_key: str) -> Iterable[Attachment]:
-        for item in records(list(raw), f"attachment of {issue_key}", ("id", "filename")):
+        for item in records(list(raw), f"attachment of {issue_key}", ("id",)):
             yield self._attachment(item)
 
     def _attachment(self, item: dict[str, Any]) -> Attachment:
@@ -239,7 +239,7 @@ class JiraTracker(Tracker):
             raise BadResponseError(f"attachment {ident}: size is not a number") from None
         return Attachment(
             id=ident,
-            filename=str(item["filename"]),
+            filename=str(item.get("filename") or ""),
             size=size,
             created=parse_time(item.get("created")),
             mime_type=str(item.get("mimeType") or "application/octet-stream"),
@@ -266,3 +266,13 @@ def parse_time(value: Any) -> float:
     except ValueError:
         log.warning("unparseable time %r", value)
         return 0.0
+
+
+def dc_content_url(attachment: Attachment) -> str:
+    """The Data Center content URL, safe from dot-segment normalisation.
+
+    `/secure/attachment/{id}/{name}` finds the attachment by id; a name of `.`, `..` or
+    nothing would be folded away by URL normalisation, so it is replaced.
+    """
+    base, _, name = attachment.content_url.rpartition("/")
+    return f"{base}/attachment" if name in ("", ".", "..") else attachment.content_url

@@ -45,27 +45,32 @@ BlockKey = tuple[str, int]
 
 @dataclass(slots=True)
 class ReadState:
-    """Where one open file's reader is, and how much it reads ahead."""
+    """Where one open file's reader is, and how much it reads ahead.
+
+    A run of reads that starts at offset 0 is taken as a whole-file read and gets the
+    initial window at once. A run that starts elsewhere earns readahead only by going on:
+    its second contiguous read gets two blocks, then the window doubles per fetch. So a
+    random read, even with the kernel's own readahead behind it, fetches little.
+    """
 
     attachment: Attachment
     next_offset: int = -1
+    run_start: int = 0
     window: int = 0
-    reads: int = 0
 
     def observe(self, offset: int, end: int, initial: int) -> bool:
         """Record a read of [offset, end); return whether it continues a sequential run."""
         if self.next_offset < 0:
             sequential = offset == 0
         else:
-            sequential = (
-                self.next_offset - BACKWARD_SLACK <= offset <= self.next_offset + max(self.window, initial)
-            )
+            slack = max(self.window, initial)
+            sequential = self.next_offset - BACKWARD_SLACK <= offset <= self.next_offset + slack
         if sequential:
-            self.window = self.window or initial
+            if not self.window:
+                self.window = initial if self.run_start == 0 else 2 * BLOCK_SIZE
+            self.next_offset = max(end, self.next_offset)
         else:
-            self.window = 0
-        self.next_offset = max(end, self.next_offset) if sequential else end
-        self.reads += 1
+            self.window, self.run_start, self.next_offset = 0, offset, end
         return sequential
 
 
@@ -111,9 +116,10 @@ class Reader:
             return b""
         self._stats.reads += 1
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        if state.observe(offset, end, self.initial_window):
-            self._read_ahead(state, last + 1)
+        sequential = state.observe(offset, end, self.initial_window)
         self._fetch_missing(attachment, first, last + 1)
+        if sequential:
+            self._read_ahead(state, last + 1)
         if first == last:
             block = await self._block(attachment, first)
             start = offset - first * BLOCK_SIZE
