@@ -1,0 +1,256 @@
+"""The `trackerfs` command: mount, demo, emulate.
+
+Exit codes: 0 success, 1 the tracker or the mount failed, 2 bad usage or configuration.
+Errors are one line on stderr, never a traceback (unless --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+from trackerfs import __version__
+from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
+from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
+from trackerfs.emulator.cli import run_from_args as run_emulator
+from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
+from trackerfs.fuse.mount import Ready, run_mount
+from trackerfs.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+DEMO_TOKEN_ENV = "TRACKERFS_DEMO_TOKEN"
+EMULATOR_TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
+#: What `trackerfs demo` puts in the profile of each tracker it can emulate.
+DEMO_PROFILES: dict[str, dict[str, object]] = {
+    "jira": {"user": "demo@example.com", "flavour": "cloud", "auth": "basic"},
+}
+EMULATOR_START_TIMEOUT = 60.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="trackerfs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"trackerfs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = commands.add_parser("mount", help="mount a tracker profile")
+    mount.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    mount.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground (systemd)")
+    mount.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
+    _add_logging_flags(mount)
+    mount.add_argument("profile", help="profile name in the config file")
+    mount.add_argument("mountpoint", type=Path)
+    mount.set_defaults(run=command_mount)
+
+    demo = commands.add_parser("demo", help="mount the built-in emulator with sample data")
+    demo.add_argument("--tracker", choices=sorted(DEMO_PROFILES), default="jira")
+    demo.add_argument("--port", type=int, default=0, help="emulator port (default: any free port)")
+    _add_logging_flags(demo)
+    demo.add_argument("mountpoint", type=Path)
+    demo.set_defaults(run=command_demo)
+
+    emulate = commands.add_parser("emulate", help="run the built-in tracker emulator on 127.0.0.1")
+    add_emulator_arguments(emulate)
+    emulate.set_defaults(run=run_emulator)
+    return parser
+
+
+def _add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="log every request and FUSE operation")
+    parser.add_argument("--debug-fuse", action="store_true", help="libfuse's own debug output")
+    parser.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except AuthenticationError as exc:
+        print(f"trackerfs: the tracker refused the credentials: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ConfigError as exc:
+        print(f"trackerfs: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrackerfsError as exc:
+        print(f"trackerfs: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def command_mount(args: argparse.Namespace) -> int:
+    """`trackerfs mount PROFILE MOUNTPOINT`."""
+    profile = load_profile(args.config or default_config_path(), args.profile)
+    mountpoint = args.mountpoint.resolve()
+    if args.foreground:
+        setup_logging(debug=args.debug, quiet=args.quiet, log_file=args.log_file)
+        run_mount(profile, mountpoint, debug_fuse=args.debug_fuse)
+        return 0
+    log_file = args.log_file or profile.state_dir / "trackerfs.log"
+    return _run_in_background(
+        lambda ready: run_mount(profile, mountpoint, ready=ready, debug_fuse=args.debug_fuse),
+        lambda: setup_logging(debug=args.debug, quiet=args.quiet, log_file=log_file),
+    )
+
+
+def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) -> int:
+    """Fork; the child mounts and reports "mounted" or its error through a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "r", encoding="utf-8") as pipe:
+            report = pipe.read()
+        if report == "ok":
+            return 0
+        _, status = os.waitpid(pid, 0)
+        print(report or "trackerfs: the mount process exited before mounting", file=sys.stderr)
+        return os.waitstatus_to_exitcode(status) or EXIT_FAILURE
+    os.close(read_end)
+    os.setsid()
+    _detach_stdio()
+    setup()
+    reported = False
+
+    def ready() -> None:
+        nonlocal reported
+        os.write(write_end, b"ok")
+        os.close(write_end)
+        reported = True
+
+    code = 0
+    try:
+        run(ready)
+    except BaseException as exc:
+        code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+        if isinstance(exc, TrackerfsError):
+            log.error("%s", exc)
+            message = f"trackerfs: {exc}"
+        else:
+            log.exception("the mount failed")
+            message = f"trackerfs: the mount failed: {exc!r}"
+        if not reported:
+            os.write(write_end, message.encode())
+    finally:
+        if not reported:
+            os.close(write_end)
+    os._exit(code)
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """`trackerfs demo MOUNTPOINT`: the emulator with sample data, mounted in the foreground."""
+    setup_logging(debug=args.debug, quiet=args.quiet)
+    mountpoint = args.mountpoint
+    if not mountpoint.exists():
+        mountpoint.mkdir(parents=True)
+    token = secrets.token_urlsafe(24)
+    env = dict(os.environ, **{EMULATOR_TOKEN_ENV: token})
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trackerfs.emulator",
+            "--tracker",
+            args.tracker,
+            "--port",
+            str(args.port),
+            "--seed",
+            "demo",
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+        start_new_session=True,  # Ctrl-C reaches the mount first; the emulator stops after
+    )
+    try:
+        assert emulator.stdout is not None
+        found = _read_emulator_banner(emulator.stdout)
+        os.environ[DEMO_TOKEN_ENV] = token
+        with tempfile.TemporaryDirectory(prefix="trackerfs-demo-") as state:
+            table: dict[str, object] = {
+                "tracker": args.tracker,
+                "url": found["url"],
+                "token_env": DEMO_TOKEN_ENV,
+                "spool_dir": state,
+                **DEMO_PROFILES[args.tracker],
+            }
+            profile: Profile = profile_from_table("demo", table)
+            run_mount(
+                profile,
+                mountpoint.resolve(),
+                ready=lambda: _print_demo(found, mountpoint),
+                debug_fuse=args.debug_fuse,
+            )
+    finally:
+        emulator.terminate()
+        try:
+            emulator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+    return 0
+
+
+def _read_emulator_banner(stream: IO[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    timer = threading.Timer(EMULATOR_START_TIMEOUT, stream.close)
+    timer.start()
+    try:
+        for line in stream:
+            key, _, value = line.strip().partition(": ")
+            if key in ("url", "media", "token"):
+                found[key] = value
+            if {"url", "media", "token"} <= found.keys():
+                break
+    except ValueError:
+        pass
+    finally:
+        timer.cancel()
+    if "url" not in found:
+        raise TrackerfsError("the emulator did not start (see its messages above)")
+    # Keep draining so that the emulator never blocks on a full pipe.
+    threading.Thread(target=stream.read, daemon=True).start()
+    return found
+
+
+def _print_demo(found: dict[str, str], mountpoint: Path) -> None:
+    where = mountpoint
+    print(
+        f"""
+trackerfs demo: the built-in Jira emulator is mounted at {where}
+
+  emulator   {found["url"]}   (content host {found.get("media", "?")})
+  token      {found.get("token", "?")}   (any user name; or: Authorization: Bearer TOKEN)
+
+Try, in another terminal:
+  ls {where}
+  ls -l {where}/DEMO/DEMO-1
+  sha256sum {where}/DEMO/DEMO-1/*
+  unzip -l {where}/DEMO/DEMO-1/archive.zip
+  getfattr -d {where}/DEMO/DEMO-1/readme.txt
+  ls {where}/DEMO/DEMO-3        # hostile names from the server, made safe
+
+Press Ctrl-C to unmount and stop.""",
+        flush=True,
+    )

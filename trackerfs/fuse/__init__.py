@@ -1,0 +1,1 @@
+"""The FUSE layer: the only package that imports pyfuse3."""

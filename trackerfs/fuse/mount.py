@@ -1,0 +1,125 @@
+"""Mount a profile: check the tracker, mount, serve until unmounted or signalled.
+
+The sequence follows s3ql: open the backend and verify the credentials (so that a wrong
+token is one clear line, not a dead mount), `pyfuse3.init`, a nursery for background
+work, a signal watcher that calls `pyfuse3.terminate()`, READY=1 to systemd, serve, and
+unmount on the way out whatever happened.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from trackerfs.backends import open_tracker
+from trackerfs.config import Profile
+from trackerfs.core.namespace import Namespace
+from trackerfs.core.reader import open_reader
+from trackerfs.errors import ConfigError
+from trackerfs.fuse.operations import Operations
+
+log = logging.getLogger(__name__)
+
+Ready = Callable[[], None]
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    """A clear ConfigError for a mount point that cannot be used."""
+    if not mountpoint.exists():
+        raise ConfigError(f"mount point {mountpoint} does not exist")
+    if not mountpoint.is_dir():
+        raise ConfigError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise ConfigError(f"{mountpoint} is already a mount point (unmount it with fusermount3 -u)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise ConfigError("/dev/fuse is not available (install fuse3 and check permissions)")
+
+
+def fuse_options(profile: Profile, *, debug: bool = False) -> set[str]:
+    """libfuse mount options for a profile."""
+    options = set(pyfuse3.default_options)
+    options.add(f"fsname=trackerfs:{profile.name}")
+    options.add("subtype=trackerfs")
+    options.add("noatime")
+    if debug:
+        options.add("debug")
+    return options
+
+
+async def serve_mount(
+    profile: Profile,
+    mountpoint: Path,
+    *,
+    ready: Ready | None = None,
+    debug_fuse: bool = False,
+) -> None:
+    """Mount `profile` at `mountpoint` and serve until unmounted or signalled."""
+    check_mountpoint(mountpoint)
+    async with open_tracker(profile) as tracker:
+        account = await tracker.check_account()
+        log.info("signed in to %s as %s", profile.url, account.name or account.id or "unknown")
+        namespace = Namespace(tracker, profile.cache)
+        async with open_reader(
+            tracker,
+            cache_bytes=profile.cache.block_cache_bytes,
+            max_window=profile.cache.readahead_max_bytes,
+        ) as reader:
+            operations = Operations(namespace, reader, profile.cache, state_dir=profile.state_dir)
+            try:
+                pyfuse3.init(operations, str(mountpoint), fuse_options(profile, debug=debug_fuse))
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot mount {mountpoint}: {exc}") from None
+            clean = False
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_watch_signals)
+                    log.info("mounted %s (%s) at %s", profile.name, profile.tracker, mountpoint)
+                    notify_systemd("READY=1")
+                    if ready is not None:
+                        ready()
+                    await pyfuse3.main()
+                    clean = True
+                    nursery.cancel_scope.cancel()
+            finally:
+                notify_systemd("STOPPING=1")
+                pyfuse3.close(unmount=True)
+                log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def run_mount(
+    profile: Profile, mountpoint: Path, *, ready: Ready | None = None, debug_fuse: bool = False
+) -> None:
+    """Blocking form of `serve_mount`."""
+    faulthandler.enable()
+    trio.run(lambda: serve_mount(profile, mountpoint, ready=ready, debug_fuse=debug_fuse))
+
+
+def notify_systemd(message: str) -> None:
+    """Send a sd_notify(3) message when run by systemd with Type=notify."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd: %s", exc)

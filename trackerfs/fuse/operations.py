@@ -1,0 +1,241 @@
+"""pyfuse3 request handlers: translate FUSE operations into namespace and reader calls.
+
+Every handler is wrapped by `handler`: a TrackerError becomes its errno, trio.Cancelled
+passes through, anything unexpected is logged with its traceback and becomes EIO, so
+the daemon never dies from a request.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+from pyfuse3 import FileHandleT, FileInfo, InodeT, RequestContext
+
+from trackerfs.config import CacheSettings
+from trackerfs.core.namespace import ROOT_INODE, Kind, Namespace, Node
+from trackerfs.core.reader import BLOCK_SIZE, Reader, ReadState
+from trackerfs.errors import AuthenticationError, NotFoundError, PermissionDeniedError, TrackerError
+
+log = logging.getLogger(__name__)
+
+XATTR_PREFIX = "user.trackerfs."
+DIR_MODE = stat.S_IFDIR | 0o755
+FILE_MODE = stat.S_IFREG | 0o644
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Ops = TypeVar("Ops", bound="Operations")
+
+
+def handler(
+    fn: Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]]:
+    """Turn every failure of a FUSE handler into a FUSEError with the right errno."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Ops, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except NotFoundError as exc:
+            log.debug("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            log.error("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except TrackerError as exc:
+            log.warning("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s%r", fn.__name__, args)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """An open file: the node and its reader state."""
+
+    node: Node
+    reading: ReadState
+
+
+class Operations(pyfuse3.Operations):
+    """The trackerfs filesystem as pyfuse3 sees it."""
+
+    supports_dot_lookup = True
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        reader: Reader,
+        settings: CacheSettings,
+        *,
+        state_dir: Path,
+    ) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.reader = reader
+        self.timeout = settings.attr_timeout
+        self.state_dir = state_dir
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.mounted_at = time.time_ns()
+        self._handles = itertools.count(1)
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, list[Node]] = {}
+
+    # -- attributes -------------------------------------------------------------------
+
+    def attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        """The stat data of a node."""
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = InodeT(node.inode)
+        entry.generation = 0
+        entry.entry_timeout = self.timeout
+        entry.attr_timeout = self.timeout
+        entry.st_uid, entry.st_gid = self.uid, self.gid
+        entry.st_blksize = BLOCK_SIZE
+        when = self.mounted_at
+        if node.kind is Kind.ATTACHMENT and node.attachment is not None:
+            entry.st_mode = pyfuse3.ModeT(FILE_MODE)
+            entry.st_nlink = 1
+            entry.st_size = node.attachment.size
+            when = int(node.attachment.created * 1e9) or when
+        else:
+            entry.st_mode = pyfuse3.ModeT(DIR_MODE)
+            entry.st_nlink = 2
+            entry.st_size = 0
+            if node.issue is not None and node.kind is Kind.ISSUE:
+                when = int((node.issue.updated or node.issue.created) * 1e9) or when
+        entry.st_blocks = (entry.st_size + 511) // 512
+        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = when
+        return entry
+
+    # -- lookups and directories ----------------------------------------------------------
+
+    @handler
+    async def lookup(
+        self, parent_inode: InodeT, name: pyfuse3.FileNameT, ctx: RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        text = os.fsdecode(name)
+        log.debug("lookup(%d, %r)", parent_inode, text)
+        if text in (".", ".."):
+            node = self.namespace.node(parent_inode)
+            node = self.namespace.node(node.parent) if text == ".." else node
+            self.namespace.remember(node)
+            return self.attributes(node)
+        try:
+            node = await self.namespace.lookup(parent_inode, text)
+        except NotFoundError:
+            # A negative entry the kernel may cache: repeated probes never reach us.
+            missing = pyfuse3.EntryAttributes()
+            missing.st_ino = InodeT(0)
+            missing.entry_timeout = self.timeout
+            return missing
+        return self.attributes(node)
+
+    @handler
+    async def getattr(self, inode: InodeT, ctx: RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attributes(self.namespace.node(inode))
+
+    @handler
+    async def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:
+        for inode, count in inode_list:
+            self.namespace.forget(inode, count)
+
+    @handler
+    async def opendir(self, inode: InodeT, ctx: RequestContext) -> FileHandleT:
+        log.debug("opendir(%d)", inode)
+        children = await self.namespace.list_dir(inode)
+        fh = next(self._handles)
+        self._dirs[fh] = children
+        return FileHandleT(fh)
+
+    @handler
+    async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        children = self._dirs.get(fh, [])
+        for index in range(start_id, len(children)):
+            node = children[index]
+            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self.attributes(node), index + 1):
+                break
+            self.namespace.remember(node)
+
+    @handler
+    async def releasedir(self, fh: FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    # -- files ----------------------------------------------------------------------------
+
+    @handler
+    async def open(self, inode: InodeT, flags: int, ctx: RequestContext) -> FileInfo:
+        node = self.namespace.node(inode)
+        log.debug("open(%d, %s, 0o%o)", inode, node.name, flags)
+        if node.is_dir or node.attachment is None:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        fh = next(self._handles)
+        self._files[fh] = OpenFile(node, self.reader.open(node.attachment))
+        # Attachments never change under an id: the kernel may keep cached pages.
+        return FileInfo(fh=FileHandleT(fh), keep_cache=True)
+
+    @handler
+    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+        handle = self._files.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return await self.reader.read(handle.reading, off, size)
+
+    @handler
+    async def release(self, fh: FileHandleT) -> None:
+        self._files.pop(fh, None)
+
+    # -- extended attributes ------------------------------------------------------------
+
+    @handler
+    async def getxattr(self, inode: InodeT, name: pyfuse3.XAttrNameT, ctx: RequestContext) -> bytes:
+        text = os.fsdecode(name)
+        values = self.namespace.metadata(self.namespace.node(inode))
+        if text.startswith(XATTR_PREFIX) and text[len(XATTR_PREFIX) :] in values:
+            return values[text[len(XATTR_PREFIX) :]].encode("utf-8", "surrogateescape")
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @handler
+    async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
+        values = self.namespace.metadata(self.namespace.node(inode))
+        return [pyfuse3.XAttrNameT(os.fsencode(XATTR_PREFIX + key)) for key in values]
+
+    # -- the filesystem as a whole --------------------------------------------------------
+
+    @handler
+    async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(self.state_dir)
+        data.f_blocks = usage.total // data.f_frsize
+        data.f_bfree = data.f_bavail = usage.free // data.f_frsize
+        nodes = self.namespace.statistics().nodes
+        data.f_files = nodes + 1_000_000
+        data.f_ffree = data.f_favail = 1_000_000
+        data.f_namemax = 255
+        return data
+
+    def root_attributes(self) -> pyfuse3.EntryAttributes:
+        """Attributes of the mount point."""
+        return self.attributes(self.namespace.node(ROOT_INODE))
