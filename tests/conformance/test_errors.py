@@ -1,0 +1,112 @@
+"""Tracker failures through a real mount: the errno a user sees, and the daemon survives."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.cases import TrackerCase
+from tests.support.emulator import EmulatorProcess
+from tests.support.mount import Mount
+
+pytestmark = pytest.mark.mount
+
+
+@pytest.fixture
+def fresh(make_mount: Callable[..., Mount], clean_emulator: EmulatorProcess) -> Mount:
+    return make_mount()
+
+
+def rich_file(case: TrackerCase, emulator: EmulatorProcess, name: str) -> dict:
+    return next(i for i in emulator.attachments() if i["issue"] == case.rich_issue and i["filename"] == name)
+
+
+def read_errno(path: Path) -> int:
+    with pytest.raises(OSError) as caught:
+        path.read_bytes()
+    return caught.value.errno  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(500, errno.EIO), (403, errno.EACCES), (404, errno.ENOENT), (401, errno.EACCES), (400, errno.EINVAL)],
+)
+def test_content_errors_map_to_errno_and_the_mount_keeps_serving(
+    fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess, status: int, expected: int
+) -> None:
+    item = rich_file(case, clean_emulator, "readme.txt")
+    issue_dir = fresh.path / case.project / case.rich_issue
+    os.listdir(issue_dir)
+    clean_emulator.fault(
+        path=f"/{item['id']}(/|$)",
+        status=status,
+        count=-1,
+        headers={"Retry-After": "0"},
+        body={"errorMessages": [f"injected {status}"], "errors": {}},
+    )
+    assert read_errno(issue_dir / "readme.txt") == expected
+    clean_emulator.clear_faults()
+    assert hashlib.sha256((issue_dir / "readme.txt").read_bytes()).hexdigest() == item["sha256"]
+    assert "Traceback" not in fresh.log_text()
+
+
+def test_rate_limit_is_retried_after_retry_after(
+    fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    item = rich_file(case, clean_emulator, "spec.pdf")
+    issue_dir = fresh.path / case.project / case.rich_issue
+    os.listdir(issue_dir)
+    clean_emulator.clear_requests()
+    clean_emulator.fault(path=f"/{item['id']}(/|$)", status=429, count=2, headers={"Retry-After": "0"})
+    assert hashlib.sha256((issue_dir / "spec.pdf").read_bytes()).hexdigest() == item["sha256"]
+    statuses = [r["status"] for r in clean_emulator.requests() if item["id"] in r["path"]]
+    assert statuses[:3] == [429, 429, 206] or statuses[:3] == [429, 429, 200]
+
+
+@pytest.mark.parametrize("action", ["drop", "truncate"])
+def test_dropped_connections_are_retried(
+    fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess, action: str
+) -> None:
+    item = rich_file(case, clean_emulator, case.big_file)
+    issue_dir = fresh.path / case.project / case.rich_issue
+    os.listdir(issue_dir)
+    clean_emulator.fault(path=f"/{item['id']}(/|$)", action=action, count=1)
+    with (issue_dir / case.big_file).open("rb") as handle:
+        assert hashlib.file_digest(handle, "sha256").hexdigest() == item["sha256"]
+
+
+def test_malformed_listing_is_eio_then_recovers(
+    fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    clean_emulator.fault(
+        path=case.search_path,
+        status=200,
+        body="<html>not json",
+        count=-1,
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(OSError) as caught:
+        os.listdir(fresh.path / case.project)
+    assert caught.value.errno == errno.EIO
+    clean_emulator.clear_faults()
+    assert sorted(os.listdir(fresh.path / case.project)) == sorted(case.issues)
+    assert "malformed JSON" in fresh.log_text()
+
+
+def test_server_errors_on_listing_are_retried(
+    fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    clean_emulator.fault(path=case.search_path, status=503, count=2, headers={"Retry-After": "0"})
+    assert sorted(os.listdir(fresh.path / case.project)) == sorted(case.issues)
+
+
+def test_writes_are_refused_on_read_only_files(fresh: Mount, case: TrackerCase) -> None:
+    path = fresh.path / case.project / case.rich_issue / "readme.txt"
+    with pytest.raises(OSError) as caught:
+        os.open(path, os.O_WRONLY)
+    assert caught.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)

@@ -1,0 +1,66 @@
+"""The trackers the conformance suite runs against, as parameters.
+
+A new backend joins the suite by adding a `TrackerCase` here: how to start its emulator,
+what its profile looks like, and which directories of its demo seed play which part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrackerCase:
+    """One tracker (or flavour) as the conformance suite sees it."""
+
+    id: str
+    tracker: str
+    profile: dict[str, Any]
+    emulator_args: tuple[str, ...] = ()
+    project: str = "DEMO"
+    #: the issue with one attachment of each kind, including the big file
+    rich_issue: str = "DEMO-1"
+    #: the issue with duplicate names
+    duplicates_issue: str = "DEMO-2"
+    #: the issue with hostile names
+    hostile_issue: str = "DEMO-3"
+    #: an issue that exists but has no attachments in the demo seed
+    plain_issue: str = "DEMO-5"
+    #: a name that looks like an issue key of `project` but does not exist
+    missing_issue: str = "DEMO-9999"
+    #: issue directories of `project` in the demo seed, in listing order
+    issues: tuple[str, ...] = field(default_factory=tuple)
+    big_file: str = "big.bin"
+    #: request paths that list a project's issues (one per page)
+    search_path: str = "/search"
+    #: request paths that fetch one issue (must not appear when a listing embeds attachments)
+    issue_path: str = "/issue/"
+    content_path: str = "/attachment/content/"
+    page_size: int = 5
+
+
+DEMO_ISSUES = tuple(f"DEMO-{n}" for n in range(1, 13))
+
+CASES = [
+    TrackerCase(
+        id="jira-cloud",
+        tracker="jira",
+        profile={"user": "tester@example.com", "flavour": "cloud", "auth": "basic"},
+        emulator_args=("--tracker", "jira"),
+        issues=DEMO_ISSUES,
+        search_path="/rest/api/3/search/jql",
+        issue_path="/rest/api/3/issue/",
+        content_path="/rest/api/3/attachment/content/",
+    ),
+    TrackerCase(
+        id="jira-datacenter",
+        tracker="jira",
+        profile={"flavour": "datacenter", "auth": "bearer"},
+        emulator_args=("--tracker", "jira"),
+        issues=DEMO_ISSUES,
+        search_path="/rest/api/2/search",
+        issue_path="/rest/api/2/issue/",
+        content_path="/secure/attachment/",
+    ),
+]

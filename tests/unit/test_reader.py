@@ -1,0 +1,113 @@
+"""Range arithmetic and readahead policy of the reader, against an in-memory tracker."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from tests.unit.memory_tracker import MemoryTracker
+from trackerfs.core.reader import BLOCK_SIZE, open_reader
+from trackerfs.errors import TemporaryError
+
+MiB = 1 << 20
+DATA = random.Random(7).randbytes(40 * MiB + 12345)
+
+
+@pytest.fixture
+def tracker() -> MemoryTracker:
+    memory = MemoryTracker()
+    memory.add("P-1", ("a1", "big.bin", DATA), ("a2", "small.txt", b"hello"))
+    return memory
+
+
+def attachment(tracker: MemoryTracker, ident: str = "a1"):
+    return next(a for a in tracker.issues["P-1"].attachments or () if a.id == ident)
+
+
+async def test_random_read_fetches_one_aligned_block(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        state = reader.open(attachment(tracker))
+        offset = 5 * MiB + 100
+        assert await reader.read(state, offset, 4096) == DATA[offset : offset + 4096]
+    block = offset // BLOCK_SIZE
+    assert tracker.ranges() == [(block * BLOCK_SIZE, (block + 1) * BLOCK_SIZE)]
+
+
+async def test_read_across_blocks_and_at_the_end(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        state = reader.open(attachment(tracker))
+        start = 3 * BLOCK_SIZE - 10
+        assert await reader.read(state, start, 300_000) == DATA[start : start + 300_000]
+        tail = len(DATA) - 50
+        assert await reader.read(reader.open(attachment(tracker)), tail, 4096) == DATA[tail:]
+        assert await reader.read(state, len(DATA) + 10, 4096) == b""
+
+
+async def test_sequential_reader_gets_a_growing_window(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker, max_window=8 * MiB) as reader:
+        state = reader.open(attachment(tracker))
+        out = bytearray()
+        for offset in range(0, len(DATA), BLOCK_SIZE):
+            out += await reader.read(state, offset, BLOCK_SIZE)
+    assert bytes(out) == DATA
+    sizes = [stop - start for start, stop in tracker.ranges()]
+    assert sizes[0] <= 2 * MiB
+    assert max(sizes) == 8 * MiB
+    # window-sized requests, not one per read
+    assert len(sizes) < len(DATA) // MiB
+    assert sum(sizes) == len(DATA)
+
+
+async def test_aligned_block_read_returns_the_cached_block(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        state = reader.open(attachment(tracker))
+        first = await reader.read(state, 0, BLOCK_SIZE)
+        again = await reader.read(reader.open(attachment(tracker)), 0, BLOCK_SIZE)
+    assert first is again
+
+
+async def test_concurrent_readers_share_one_fetch(tracker: MemoryTracker) -> None:
+    tracker.gate = trio.Event()
+    results: list[bytes] = []
+    async with open_reader(tracker) as reader:
+
+        async def read_one() -> None:
+            results.append(await reader.read(reader.open(attachment(tracker)), 7 * MiB, 1000))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(read_one)
+            await trio.testing.wait_all_tasks_blocked()
+            tracker.gate.set()
+    assert results == [DATA[7 * MiB : 7 * MiB + 1000]] * 5
+    assert len(tracker.ranges()) == 1
+
+
+async def test_dropped_connection_resumes_at_the_missing_block(tracker: MemoryTracker) -> None:
+    tracker.fail_after, tracker.drops = 2 * BLOCK_SIZE + 5, 1
+    start = 10 * BLOCK_SIZE
+    async with open_reader(tracker) as reader:
+        state = reader.open(attachment(tracker))
+        assert await reader.read(state, start, 4 * BLOCK_SIZE) == DATA[start : start + 4 * BLOCK_SIZE]
+    assert tracker.ranges() == [(start, start + 4 * BLOCK_SIZE), (12 * BLOCK_SIZE, 14 * BLOCK_SIZE)]
+
+
+async def test_a_failed_fetch_reaches_the_reader_and_is_not_cached(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        tracker.fail_after, tracker.drops = 0, 3
+        with pytest.raises(TemporaryError):
+            await reader.read(reader.open(attachment(tracker)), 9 * MiB, 10)
+        assert tracker.drops == 0
+        assert (
+            await reader.read(reader.open(attachment(tracker)), 9 * MiB, 10) == DATA[9 * MiB : 9 * MiB + 10]
+        )
+
+
+async def test_block_cache_stays_within_its_budget(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker, cache_bytes=2 * MiB, max_window=MiB) as reader:
+        state = reader.open(attachment(tracker))
+        for offset in range(0, 10 * MiB, BLOCK_SIZE):
+            await reader.read(state, offset, BLOCK_SIZE)
+        assert reader.statistics().cache.bytes <= 2 * MiB
