@@ -16,7 +16,10 @@ class carries the errno a user sees::
         ├── TemporaryError            5xx after every retry                      EIO
         ├── TrackerTimeoutError       no answer in time                          ETIMEDOUT
         ├── UnreachableError          connection refused, DNS, reset             EHOSTUNREACH
-        └── BadResponseError          malformed JSON or an unexpected shape       EIO
+        ├── BadResponseError          malformed JSON or an unexpected shape       EIO
+        ├── NotPermittedError         a tracker has no such thing (mkdir, links)  EPERM
+        ├── CrossDeviceError          a rename the tracker cannot do              EXDEV
+        └── ExistsError               the name is taken (RENAME_NOREPLACE)        EEXIST
 """
 
 from __future__ import annotations
@@ -106,3 +109,21 @@ class BadResponseError(TrackerError):
     """The tracker answered with something that is not what its API promises."""
 
     errno = _errno.EIO
+
+
+class NotPermittedError(TrackerError):
+    """The operation has no meaning on a tracker (directories, links, special files)."""
+
+    errno = _errno.EPERM
+
+
+class CrossDeviceError(TrackerError):
+    """A rename the tracker cannot do; `mv` falls back to copy and delete."""
+
+    errno = _errno.EXDEV
+
+
+class ExistsError(TrackerError):
+    """The target name exists and must not be replaced."""
+
+    errno = _errno.EEXIST

@@ -28,6 +28,7 @@ from trackerfs.backends.base import Tracker
 from trackerfs.config import CacheSettings
 from trackerfs.core.cache import SingleFlight
 from trackerfs.core.names import assign_names, numbered, sanitize
+from trackerfs.core.spool import LocalFile
 from trackerfs.errors import NotFoundError
 from trackerfs.model import Attachment, Issue, Project
 
@@ -44,6 +45,7 @@ class Kind(enum.Enum):
     PROJECT = "project"
     ISSUE = "issue"
     ATTACHMENT = "attachment"
+    LOCAL = "local"
 
 
 @dataclass(slots=True, eq=False)
@@ -57,12 +59,14 @@ class Node:
     project: Project | None = None
     issue: Issue | None = None
     attachment: Attachment | None = None
+    local: LocalFile | None = None
     lookups: int = 0
+    key: tuple[str, ...] = ()
 
     @property
     def is_dir(self) -> bool:
         """Whether the node is a directory."""
-        return self.kind is not Kind.ATTACHMENT
+        return self.kind not in (Kind.ATTACHMENT, Kind.LOCAL)
 
 
 @dataclass(slots=True)
@@ -99,6 +103,7 @@ class Namespace:
         self._issue_flights: SingleFlight[str, dict[str, Issue]] = SingleFlight()
         self._file_flights: SingleFlight[tuple[str, str], dict[str, Attachment]] = SingleFlight()
         self._direct_flights: SingleFlight[tuple[str, str], Issue] = SingleFlight()
+        self._locals: dict[int, dict[str, Node]] = {}
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, Kind.ROOT, ROOT_INODE, "")}
         self._inodes: dict[tuple[str, ...], int] = {}
         self._next_inode = ROOT_INODE + 1
@@ -126,6 +131,8 @@ class Namespace:
         if node is None or inode == ROOT_INODE:
             return
         node.lookups = max(0, node.lookups - count)
+        if node.lookups == 0 and node.kind is Kind.LOCAL and node.local is not None and node.local.unlinked:
+            self._drop(node)
 
     def statistics(self) -> NamespaceStatistics:
         """Counters since the mount."""
@@ -150,6 +157,13 @@ class Namespace:
         self.remember(child)
         return child
 
+    async def find(self, directory: Node, name: str) -> Node | None:
+        """The child `name` of `directory` without taking a kernel reference, or None."""
+        try:
+            return await self._find(directory, name)
+        except NotFoundError:
+            return None
+
     async def list_dir(self, inode: int) -> list[Node]:
         """The children of a directory, in a stable order."""
         directory = self.node(inode)
@@ -162,7 +176,13 @@ class Namespace:
             return [self._issue_node(directory, name, issue) for name, issue in issues.items()]
         if directory.kind is Kind.ISSUE:
             files = await self._file_map(directory)
-            return [self._attachment_node(directory, name, item) for name, item in files.items()]
+            local = self._locals.get(directory.inode, {})
+            listed = [
+                self._attachment_node(directory, name, item)
+                for name, item in files.items()
+                if name not in local
+            ]
+            return listed + list(local.values())
         raise NotFoundError(f"{directory.name} is not a directory")
 
     async def _find(self, directory: Node, name: str) -> Node:
@@ -173,6 +193,9 @@ class Namespace:
             return self._project_node(name, project)
         if directory.kind is Kind.PROJECT:
             return await self._find_issue(directory, name)
+        local = self._locals.get(directory.inode, {}).get(name)
+        if local is not None:
+            return local
         files = await self._file_map(directory)
         if name not in files:
             raise NotFoundError(name)
@@ -264,7 +287,7 @@ class Namespace:
             inode = self._next_inode
             self._next_inode += 1
             self._inodes[key] = inode
-            self._nodes[inode] = Node(inode, kind, parent, name)
+            self._nodes[inode] = Node(inode, kind, parent, name, key=key)
         node = self._nodes[inode]
         node.parent, node.name = parent, name
         return node
@@ -283,6 +306,75 @@ class Namespace:
         node = self._node(("attachment", attachment.id), Kind.ATTACHMENT, directory.inode, name)
         node.project, node.issue, node.attachment = directory.project, directory.issue, attachment
         return node
+
+    # -- local files --------------------------------------------------------------------
+
+    def add_local(self, directory: Node, name: str, local: LocalFile) -> Node:
+        """A new local file `name` in an issue directory (shadowing an attachment of that name)."""
+        node = self._node(("local", local.spooled.ident), Kind.LOCAL, directory.inode, name)
+        node.project, node.issue, node.local = directory.project, directory.issue, local
+        self._locals.setdefault(directory.inode, {})[name] = node
+        self._negative.pop((directory.inode, name), None)
+        return node
+
+    def make_local(self, node: Node, local: LocalFile) -> None:
+        """Turn an attachment's node into a local file in place (an overwrite began)."""
+        node.kind, node.local = Kind.LOCAL, local
+        self._locals.setdefault(node.parent, {})[node.name] = node
+
+    def remove_local(self, node: Node) -> None:
+        """Take a local file out of its directory (unlink, or replaced by a rename)."""
+        siblings = self._locals.get(node.parent, {})
+        if siblings.get(node.name) is node:
+            del siblings[node.name]
+        if node.lookups == 0:
+            self._drop(node)
+
+    def move_local(self, node: Node, directory: Node, name: str) -> None:
+        """Rename a local file (within or across issue directories)."""
+        siblings = self._locals.get(node.parent, {})
+        if siblings.get(node.name) is node:
+            del siblings[node.name]
+        node.parent, node.name = directory.inode, name
+        node.project, node.issue = directory.project, directory.issue
+        self._locals.setdefault(directory.inode, {})[name] = node
+        self._negative.pop((directory.inode, name), None)
+
+    def uploaded(self, node: Node, attachment: Attachment) -> None:
+        """A local file became `attachment` on the tracker: the node now names it."""
+        siblings = self._locals.get(node.parent, {})
+        if siblings.get(node.name) is node:
+            del siblings[node.name]
+        if self._inodes.get(node.key) == node.inode:
+            del self._inodes[node.key]
+        node.key = ("attachment", attachment.id)
+        self._inodes[node.key] = node.inode
+        node.kind, node.attachment, node.local = Kind.ATTACHMENT, attachment, None
+        issue = node.issue
+        if issue is not None:
+            files = self._files.get((issue.project_key, issue.key))
+            if files is not None:
+                files[node.name] = attachment
+
+    def deleted(self, directory: Node, attachment_id: str) -> None:
+        """An attachment of `directory` was deleted: drop it from the cached listing."""
+        issue = directory.issue
+        if issue is None:
+            return
+        files = self._files.get((issue.project_key, issue.key))
+        if files is not None:
+            for name, item in list(files.items()):
+                if item.id == attachment_id:
+                    del files[name]
+
+    def _drop(self, node: Node) -> None:
+        self._nodes.pop(node.inode, None)
+        if self._inodes.get(node.key) == node.inode:
+            del self._inodes[node.key]
+
+    def local_nodes(self) -> list[Node]:
+        """Every local file currently in the tree."""
+        return [node for siblings in self._locals.values() for node in siblings.values()]
 
     # -- metadata ---------------------------------------------------------------------
 

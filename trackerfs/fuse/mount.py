@@ -23,6 +23,8 @@ from trackerfs.backends import open_tracker
 from trackerfs.config import Profile
 from trackerfs.core.namespace import Namespace
 from trackerfs.core.reader import open_reader
+from trackerfs.core.spool import Spool
+from trackerfs.core.writer import Writer
 from trackerfs.errors import ConfigError
 from trackerfs.fuse.operations import Operations
 
@@ -72,7 +74,10 @@ async def serve_mount(
             cache_bytes=profile.cache.block_cache_bytes,
             max_window=profile.cache.readahead_max_bytes,
         ) as reader:
-            operations = Operations(namespace, reader, profile.cache, state_dir=profile.state_dir)
+            limits = await tracker.limits()
+            writer = Writer(namespace, tracker, Spool(profile.state_dir / "spool"), profile.state_dir, limits)
+            await writer.recover()
+            operations = Operations(namespace, reader, writer, profile.cache, state_dir=profile.state_dir)
             try:
                 pyfuse3.init(operations, str(mountpoint), fuse_options(profile, debug=debug_fuse))
             except RuntimeError as exc:
@@ -80,7 +85,7 @@ async def serve_mount(
             clean = False
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_watch_signals)
+                    nursery.start_soon(_watch_signals, writer)
                     log.info("mounted %s (%s) at %s", profile.name, profile.tracker, mountpoint)
                     notify_systemd("READY=1")
                     if ready is not None:
@@ -91,13 +96,15 @@ async def serve_mount(
             finally:
                 notify_systemd("STOPPING=1")
                 pyfuse3.close(unmount=True)
+                writer.close()
                 log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
 
 
-async def _watch_signals() -> None:
+async def _watch_signals(writer: Writer) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
-            log.info("received %s: unmounting", signal.Signals(signum).name)
+            log.info("received %s: unmounting once uploads in progress finish", signal.Signals(signum).name)
+            await writer.wait_idle()
             pyfuse3.terminate()
             return
 

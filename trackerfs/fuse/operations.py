@@ -24,16 +24,24 @@ import pyfuse3
 from pyfuse3 import FileHandleT, FileInfo, InodeT, RequestContext
 
 from trackerfs.config import CacheSettings
-from trackerfs.core.namespace import ROOT_INODE, Kind, Namespace, Node
+from trackerfs.core.namespace import Kind, Namespace, Node
 from trackerfs.core.reader import BLOCK_SIZE, Reader, ReadState
-from trackerfs.errors import AuthenticationError, NotFoundError, PermissionDeniedError, TrackerError
+from trackerfs.core.spool import LocalFile
+from trackerfs.core.writer import Writer
+from trackerfs.errors import (
+    AuthenticationError,
+    NotFoundError,
+    NotPermittedError,
+    PermissionDeniedError,
+    TrackerError,
+)
 
 log = logging.getLogger(__name__)
 
 XATTR_PREFIX = "user.trackerfs."
 DIR_MODE = stat.S_IFDIR | 0o755
+READONLY_DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o644
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,6 +68,10 @@ def handler(
         except TrackerError as exc:
             log.warning("%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            # The spool's own disk: ENOSPC, EIO, … reach the caller as they are.
+            log.warning("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except Exception:
             log.exception("unexpected error in %s%r", fn.__name__, args)
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -69,10 +81,13 @@ def handler(
 
 @dataclass(slots=True)
 class OpenFile:
-    """An open file: the node and its reader state."""
+    """An open file: the node, its reader state, and whether it may write."""
 
     node: Node
-    reading: ReadState
+    reading: ReadState | None
+    writable: bool
+    #: whether this handle counts in its local file's `handles`
+    holds_local: bool = False
 
 
 class Operations(pyfuse3.Operations):
@@ -84,6 +99,7 @@ class Operations(pyfuse3.Operations):
         self,
         namespace: Namespace,
         reader: Reader,
+        writer: Writer,
         settings: CacheSettings,
         *,
         state_dir: Path,
@@ -91,6 +107,7 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.namespace = namespace
         self.reader = reader
+        self.writer = writer
         self.timeout = settings.attr_timeout
         self.state_dir = state_dir
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -116,8 +133,14 @@ class Operations(pyfuse3.Operations):
             entry.st_nlink = 1
             entry.st_size = node.attachment.size
             when = int(node.attachment.created * 1e9) or when
+        elif node.kind is Kind.LOCAL and node.local is not None:
+            entry.st_mode = pyfuse3.ModeT(FILE_MODE)
+            entry.st_nlink = 1
+            entry.st_size = node.local.size
+            when = int(node.local.mtime * 1e9)
         else:
-            entry.st_mode = pyfuse3.ModeT(DIR_MODE)
+            # Files can be made only in issue directories.
+            entry.st_mode = pyfuse3.ModeT(DIR_MODE if node.kind is Kind.ISSUE else READONLY_DIR_MODE)
             entry.st_nlink = 2
             entry.st_size = 0
             if node.issue is not None and node.kind is Kind.ISSUE:
@@ -185,25 +208,170 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: InodeT, flags: int, ctx: RequestContext) -> FileInfo:
         node = self.namespace.node(inode)
         log.debug("open(%d, %s, 0o%o)", inode, node.name, flags)
-        if node.is_dir or node.attachment is None:
+        if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        if flags & WRITE_FLAGS:
-            raise pyfuse3.FUSEError(errno.EROFS)
+        writable = bool(flags & (os.O_WRONLY | os.O_RDWR))
+        if flags & os.O_TRUNC and writable:
+            await self.writer.begin_overwrite(node, truncate=True)
+        return self._open_handle(node, writable)
+
+    @handler
+    async def create(
+        self, parent_inode: InodeT, name: pyfuse3.FileNameT, mode: int, flags: int, ctx: RequestContext
+    ) -> tuple[FileInfo, pyfuse3.EntryAttributes]:
+        text = os.fsdecode(name)
+        log.debug("create(%d, %r, 0o%o)", parent_inode, text, flags)
+        if not stat.S_ISREG(mode):
+            raise NotPermittedError(f"{text}: only regular files can be attached")
+        node = self.writer.create(self.namespace.node(parent_inode), text)
+        self.namespace.remember(node)
+        return self._open_handle(node, True), self.attributes(node)
+
+    def _open_handle(self, node: Node, writable: bool) -> FileInfo:
         fh = next(self._handles)
-        self._files[fh] = OpenFile(node, self.reader.open(node.attachment))
+        if node.kind is Kind.LOCAL and node.local is not None:
+            node.local.handles += 1
+            self._files[fh] = OpenFile(node, None, writable, holds_local=True)
+            return FileInfo(fh=FileHandleT(fh), keep_cache=False)
+        assert node.attachment is not None
+        self._files[fh] = OpenFile(node, self.reader.open(node.attachment), writable)
         # Attachments never change under an id: the kernel may keep cached pages.
         return FileInfo(fh=FileHandleT(fh), keep_cache=True)
 
-    @handler
-    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+    def _handle(self, fh: FileHandleT) -> OpenFile:
         handle = self._files.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        return handle
+
+    @handler
+    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        local = handle.node.local
+        if handle.node.kind is Kind.LOCAL and local is not None:
+            return local.spooled.pread(size, off)
+        if handle.reading is None or handle.reading.attachment is not handle.node.attachment:
+            assert handle.node.attachment is not None
+            handle.reading = self.reader.open(handle.node.attachment)
         return await self.reader.read(handle.reading, off, size)
 
     @handler
+    async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        local = await self._local_for_change(handle)
+        return self.writer.write(local, off, buf)
+
+    async def _local_for_change(self, handle: OpenFile) -> LocalFile:
+        local = await self.writer.begin_overwrite(handle.node, truncate=False)
+        if not handle.holds_local:
+            local.handles += 1
+            handle.holds_local = True
+        return local
+
+    @handler
+    async def flush(self, fh: FileHandleT) -> None:
+        handle = self._handle(fh)
+        if handle.writable:
+            await self.writer.flush(handle.node)
+
+    @handler
+    async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
+        local = self._handle(fh).node.local
+        if local is not None:
+            local.spooled.sync()
+
+    @handler
     async def release(self, fh: FileHandleT) -> None:
-        self._files.pop(fh, None)
+        handle = self._files.pop(fh, None)
+        if handle is not None and handle.holds_local:
+            await self.writer.release(handle.node)
+
+    @handler
+    async def setattr(
+        self,
+        inode: InodeT,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: FileHandleT | None,
+        ctx: RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self.namespace.node(inode)
+        if fields.update_size:
+            if node.is_dir:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            if fh is not None and fh in self._files:
+                local = await self._local_for_change(self._files[fh])
+                self.writer.truncate(local, attr.st_size)
+            else:
+                local = await self.writer.begin_overwrite(node, truncate=attr.st_size == 0)
+                self.writer.truncate(local, attr.st_size)
+                # No close will follow a path truncate(2): upload now.
+                await self.writer.flush(node, last=True)
+        if fields.update_mtime and node.kind is Kind.LOCAL and node.local is not None:
+            node.local.mtime = attr.st_mtime_ns / 1e9
+        # Modes, owners and times of attachments are the tracker's: accepted, not stored,
+        # so that cp -p, rsync -a and tar succeed.
+        return self.attributes(node)
+
+    # -- names ------------------------------------------------------------------------------
+
+    @handler
+    async def unlink(self, parent_inode: InodeT, name: pyfuse3.FileNameT, ctx: RequestContext) -> None:
+        text = os.fsdecode(name)
+        log.debug("unlink(%d, %r)", parent_inode, text)
+        await self.writer.unlink(self.namespace.node(parent_inode), text)
+
+    @handler
+    async def rename(
+        self,
+        parent_inode_old: InodeT,
+        name_old: pyfuse3.FileNameT,
+        parent_inode_new: InodeT,
+        name_new: pyfuse3.FileNameT,
+        flags: int,
+        ctx: RequestContext,
+    ) -> None:
+        old, new = os.fsdecode(name_old), os.fsdecode(name_new)
+        log.debug("rename(%d, %r, %d, %r, %d)", parent_inode_old, old, parent_inode_new, new, flags)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        await self.writer.rename(
+            self.namespace.node(parent_inode_old),
+            old,
+            self.namespace.node(parent_inode_new),
+            new,
+            no_replace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+        )
+
+    @handler
+    async def mkdir(
+        self, parent_inode: InodeT, name: pyfuse3.FileNameT, mode: int, ctx: RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise NotPermittedError(f"mkdir {os.fsdecode(name)!r}: a tracker has no folders in an issue")
+
+    @handler
+    async def rmdir(self, parent_inode: InodeT, name: pyfuse3.FileNameT, ctx: RequestContext) -> None:
+        raise NotPermittedError(f"rmdir {os.fsdecode(name)!r}: projects and issues are not removed here")
+
+    @handler
+    async def symlink(
+        self, parent_inode: InodeT, name: pyfuse3.FileNameT, target: pyfuse3.FileNameT, ctx: RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise NotPermittedError("a tracker has no symbolic links")
+
+    @handler
+    async def link(
+        self, inode: InodeT, new_parent_inode: InodeT, new_name: pyfuse3.FileNameT, ctx: RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise NotPermittedError("a tracker has no hard links")
+
+    @handler
+    async def mknod(
+        self, parent_inode: InodeT, name: pyfuse3.FileNameT, mode: int, rdev: int, ctx: RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise NotPermittedError("a tracker holds only regular files")
 
     # -- extended attributes ------------------------------------------------------------
 
@@ -235,7 +403,3 @@ class Operations(pyfuse3.Operations):
         data.f_ffree = data.f_favail = 1_000_000
         data.f_namemax = 255
         return data
-
-    def root_attributes(self) -> pyfuse3.EntryAttributes:
-        """Attributes of the mount point."""
-        return self.attributes(self.namespace.node(ROOT_INODE))

@@ -1,0 +1,381 @@
+"""Writes: spooled local files, uploads on close, overwrite, safe-save renames, recovery.
+
+- A created file is a local file spooled on disk; its first close (`flush`) uploads it
+  and returns only when the tracker confirmed, so `cp` reports a failed upload.
+- Overwriting an attachment (O_TRUNC, or a write to a file opened read-write) turns it
+  into a local file that `replaces` the attachment: upload the new one, then delete the
+  old one. A file opened read-write and closed without a write uploads nothing.
+- Temporary and lock names (`core.tempnames`) are never uploaded; renaming a local file
+  onto a real name uploads it once (the "safe save" of editors and office suites).
+- Until the tracker confirmed an upload, the bytes stay in the spool, with a manifest
+  that lets the next mount finish the upload (checking first whether the tracker already
+  has it) or keep them in a recovery folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+import trio
+
+from trackerfs.backends.base import Tracker
+from trackerfs.core.namespace import Kind, Namespace, Node
+from trackerfs.core.spool import OPEN, PENDING, LocalFile, Manifest, Spool, SpoolFile, move_to_recovery
+from trackerfs.core.tempnames import is_temporary
+from trackerfs.errors import (
+    CrossDeviceError,
+    ExistsError,
+    NotFoundError,
+    NotPermittedError,
+    TooLargeError,
+    TrackerError,
+)
+from trackerfs.model import Attachment, Issue, Limits, Project
+
+log = logging.getLogger(__name__)
+
+COPY_CHUNK = 1 << 20
+#: An attachment found on the tracker counts as an earlier upload of a spooled file if it
+#: was created no earlier than this before the upload started (clock skew allowance).
+SAME_UPLOAD_SLACK = 300.0
+
+
+class Writer:
+    """Everything that changes the tracker, on behalf of the FUSE layer."""
+
+    def __init__(
+        self, namespace: Namespace, tracker: Tracker, spool: Spool, state_dir: Path, limits: Limits
+    ) -> None:
+        self.namespace = namespace
+        self.tracker = tracker
+        self.spool = spool
+        self.state_dir = state_dir
+        self.limits = limits
+        self._uploads = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self.uploaded = 0
+
+    # -- creating and opening -------------------------------------------------------------
+
+    def create(self, directory: Node, name: str) -> Node:
+        """A new empty local file in an issue directory."""
+        if directory.kind is not Kind.ISSUE or directory.issue is None:
+            raise NotPermittedError(f"files live in issue directories, not in {directory.name or '/'}")
+        local = self._new_local(directory.issue, name)
+        return self.namespace.add_local(directory, name, local)
+
+    async def begin_overwrite(self, node: Node, *, truncate: bool) -> LocalFile:
+        """Make `node` a local file before it is changed; copy the attachment unless truncating."""
+        if node.kind is Kind.LOCAL and node.local is not None:
+            if truncate:
+                node.local.spooled.truncate(0)
+                node.local.dirty = True
+            return node.local
+        attachment = node.attachment
+        if node.kind is not Kind.ATTACHMENT or attachment is None or node.issue is None:
+            raise NotPermittedError(f"{node.name} is not a file")
+        local = self._new_local(node.issue, node.name, replaces=attachment.id)
+        if not truncate:
+            if attachment.size:
+                await self._copy_in(attachment, local.spooled)
+            local.dirty = False
+        self.namespace.make_local(node, local)
+        return local
+
+    def _new_local(self, issue: Issue, name: str, *, replaces: str | None = None) -> LocalFile:
+        manifest = Manifest(
+            issue.project_key, issue.key, name, temporary=is_temporary(name), replaces=replaces
+        )
+        return LocalFile(self.spool.create(manifest), temporary=manifest.temporary, replaces=replaces)
+
+    async def _copy_in(self, attachment: Attachment, spooled: SpoolFile) -> None:
+        offset = 0
+        async with self.tracker.open_range(attachment, 0, attachment.size) as chunks:
+            async for chunk in chunks:
+                spooled.pwrite(chunk, offset)
+                offset += len(chunk)
+        if offset != attachment.size:
+            raise TrackerError(f"{attachment.filename}: got {offset} of {attachment.size} bytes")
+
+    # -- changing bytes ---------------------------------------------------------------------
+
+    def write(self, local: LocalFile, offset: int, data: bytes) -> int:
+        """Write to a local file; EFBIG at once when it would exceed the upload limit."""
+        limit = self.limits.upload_limit
+        if limit is not None and not local.temporary and offset + len(data) > limit:
+            # A file cut short must never be uploaded as if it were complete.
+            local.refused = f"the tracker accepts attachments up to {limit} bytes"
+            raise TooLargeError(local.refused)
+        written = local.spooled.pwrite(data, offset)
+        local.dirty = local.written = True
+        local.mtime = time.time()
+        return written
+
+    def truncate(self, local: LocalFile, size: int) -> None:
+        """Set the size of a local file."""
+        local.spooled.truncate(size)
+        local.dirty, local.mtime = True, time.time()
+
+    # -- uploading --------------------------------------------------------------------------
+
+    async def flush(self, node: Node, *, last: bool = False) -> None:
+        """Upload a changed, non-temporary local file and wait for the tracker to confirm.
+
+        A file that is only empty so far (created, or truncated by O_TRUNC, with nothing
+        written) is not uploaded by a close that may be the shell's `dup2` dance before
+        the writes; it is uploaded at its `last` close (release) if it stays empty.
+        """
+        local = node.local
+        if node.kind is not Kind.LOCAL or local is None:
+            return
+        if not local.dirty or local.temporary or local.unlinked:
+            return
+        if local.refused:
+            raise TooLargeError(f"{node.name} was not uploaded: {local.refused}")
+        if not last and not local.written and local.size == 0:
+            return
+        await self._upload(node, local)
+
+    async def _upload(self, node: Node, local: LocalFile) -> None:
+        issue = node.issue
+        assert issue is not None
+        spooled = local.spooled
+        size = spooled.size()
+        limit = self.limits.upload_limit
+        if limit is not None and size > limit:
+            raise TooLargeError(f"{node.name}: {size} bytes is over the tracker's limit of {limit}")
+        spooled.save(
+            state=PENDING,
+            name=node.name,
+            issue=issue.key,
+            project=issue.project_key,
+            replaces=local.replaces,
+            size=size,
+            upload_started=time.time(),
+        )
+        local.dirty = False
+        log.info("uploading %s/%s (%d bytes)", issue.key, node.name, size)
+        try:
+            with self._busy(), self._source(spooled) as source:
+                attachment = await self.tracker.upload(issue, node.name, size, source)
+        except BaseException:
+            local.dirty = True
+            raise
+        self.uploaded += 1
+        log.info("uploaded %s/%s as attachment %s", issue.key, node.name, attachment.id)
+        replaced = local.replaces
+        if local.dirty:
+            # Written again while the upload ran: the next close uploads the newer bytes.
+            local.replaces = attachment.id
+            spooled.save(state=OPEN, replaces=attachment.id)
+        else:
+            self.namespace.uploaded(node, attachment)
+            spooled.discard()
+        if replaced and replaced != attachment.id:
+            await self._delete_replaced(node, replaced)
+
+    async def _delete_replaced(self, node: Node, attachment_id: str) -> None:
+        directory = self.namespace.node(node.parent)
+        try:
+            await self.tracker.delete(Attachment(attachment_id, node.name, 0, 0.0))
+        except NotFoundError:
+            pass
+        except TrackerError as exc:
+            log.warning(
+                "uploaded %s, but the attachment it replaces (%s) remains: %s", node.name, attachment_id, exc
+            )
+            return
+        self.namespace.deleted(directory, attachment_id)
+
+    @contextmanager
+    def _busy(self) -> Iterator[None]:
+        self._uploads += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            yield
+        finally:
+            self._uploads -= 1
+            if not self._uploads:
+                self._idle.set()
+
+    @contextmanager
+    def _source(self, spooled: SpoolFile) -> Iterator[Callable[[], BinaryIO]]:
+        opened: list[BinaryIO] = []
+
+        def open_fresh() -> BinaryIO:
+            handle = spooled.data_path.open("rb")
+            opened.append(handle)
+            return handle
+
+        try:
+            yield open_fresh
+        finally:
+            for handle in opened:
+                handle.close()
+
+    async def wait_idle(self) -> None:
+        """Return when no upload is in progress (unmount waits for them)."""
+        await self._idle.wait()
+
+    # -- removing and renaming ------------------------------------------------------------
+
+    async def unlink(self, directory: Node, name: str) -> Node:
+        """Delete an attachment (DELETE on the tracker) or drop a local file."""
+        node = await self.namespace.find(directory, name)
+        if node is None:
+            raise NotFoundError(name)
+        if node.kind is Kind.LOCAL and node.local is not None:
+            local = node.local
+            local.unlinked = True
+            self.namespace.remove_local(node)
+            if local.replaces:
+                await self._delete_replaced(node, local.replaces)
+            if local.handles == 0:
+                local.spooled.discard()
+            return node
+        if node.kind is not Kind.ATTACHMENT or node.attachment is None:
+            raise NotPermittedError(f"{name} is a directory of the tracker")
+        await self.tracker.delete(node.attachment)
+        log.info("deleted attachment %s (%s/%s)", node.attachment.id, directory.name, name)
+        self.namespace.deleted(directory, node.attachment.id)
+        return node
+
+    async def rename(
+        self, source_dir: Node, name: str, target_dir: Node, new_name: str, *, no_replace: bool
+    ) -> None:
+        """Rename a local file; uploaded attachments cannot be renamed (EXDEV)."""
+        node = await self.namespace.find(source_dir, name)
+        if node is None:
+            raise NotFoundError(name)
+        if node.is_dir:
+            raise NotPermittedError(
+                f"{name}: {self.tracker.project_noun}s and {self.tracker.issue_noun}s cannot be renamed"
+            )
+        if target_dir.kind is not Kind.ISSUE:
+            raise NotPermittedError(f"files live in issue directories, not in {target_dir.name or '/'}")
+        if source_dir.inode == target_dir.inode and name == new_name:
+            return
+        if node.kind is not Kind.LOCAL or node.local is None:
+            raise CrossDeviceError(f"{name}: the tracker cannot rename an attachment")
+        target = await self.namespace.find(target_dir, new_name)
+        if target is not None and no_replace:
+            raise ExistsError(new_name)
+        local = node.local
+        local.replaces = None
+        if target is not None and target.kind is Kind.LOCAL and target.local is not None:
+            local.replaces = target.local.replaces
+            target.local.unlinked = True
+            self.namespace.remove_local(target)
+            if target.local.handles == 0:
+                target.local.spooled.discard()
+        elif target is not None and target.attachment is not None:
+            local.replaces = target.attachment.id
+        elif target is not None:
+            raise NotPermittedError(f"{new_name} is a directory")
+        self.namespace.move_local(node, target_dir, new_name)
+        local.temporary = is_temporary(new_name)
+        issue = target_dir.issue
+        assert issue is not None
+        local.spooled.save(
+            name=new_name,
+            issue=issue.key,
+            project=issue.project_key,
+            temporary=local.temporary,
+            replaces=local.replaces,
+        )
+        if not local.temporary and local.handles == 0 and local.dirty and not local.refused:
+            await self._upload(node, local)
+
+    async def release(self, node: Node) -> None:
+        """An open handle went away: upload what its closes left (errors are only logged)."""
+        local = node.local
+        if local is None:
+            return
+        local.handles = max(0, local.handles - 1)
+        if local.handles:
+            return
+        if local.unlinked:
+            local.spooled.discard()
+            return
+        try:
+            await self.flush(node, last=True)
+        except TrackerError as exc:
+            log.error("%s/%s was not uploaded: %s", node.issue.key if node.issue else "?", node.name, exc)
+        if node.local is local:
+            local.spooled.close()
+
+    # -- mount and unmount ------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Finish what a previous run left in the spool: upload, or keep in recovery."""
+        for spooled in self.spool.leftovers():
+            manifest = spooled.manifest
+            where = f"{manifest.issue}/{manifest.name}"
+            if manifest.temporary:
+                spooled.discard()
+                continue
+            if manifest.state != PENDING:
+                target = move_to_recovery(self.state_dir, spooled)
+                log.warning("%s was still being written when trackerfs stopped; kept at %s", where, target)
+                continue
+            try:
+                await self._finish(spooled)
+            except TrackerError as exc:
+                target = move_to_recovery(self.state_dir, spooled)
+                log.error("could not upload %s left from an earlier run (%s); kept at %s", where, exc, target)
+
+    async def _finish(self, spooled: SpoolFile) -> None:
+        manifest = spooled.manifest
+        project = Project(manifest.project, manifest.project, "")
+        issue = await self.tracker.get_issue(project, manifest.issue)
+        size = spooled.size()
+        started = manifest.upload_started or manifest.created
+        for existing in await self.tracker.list_attachments(issue):
+            if (
+                existing.filename == manifest.name
+                and existing.size == size
+                and existing.created >= started - SAME_UPLOAD_SLACK
+            ):
+                log.info(
+                    "%s/%s reached the tracker before trackerfs stopped (attachment %s)",
+                    manifest.issue,
+                    manifest.name,
+                    existing.id,
+                )
+                break
+        else:
+            log.info(
+                "finishing the upload of %s/%s (%d bytes) left from an earlier run",
+                manifest.issue,
+                manifest.name,
+                size,
+            )
+            with self._busy(), self._source(spooled) as source:
+                await self.tracker.upload(issue, manifest.name, size, source)
+        if manifest.replaces:
+            with suppress(NotFoundError):
+                await self.tracker.delete(Attachment(manifest.replaces, manifest.name, 0, 0.0))
+        spooled.discard()
+
+    def close(self) -> None:
+        """At unmount: drop temporary files; say what stays in the spool for the next mount."""
+        kept = 0
+        for node in self.namespace.local_nodes():
+            local = node.local
+            if local is None:
+                continue
+            if local.temporary:
+                local.spooled.discard()
+            else:
+                local.spooled.close()
+                kept += 1
+        if kept:
+            log.warning(
+                "%d file(s) were not uploaded; they stay in %s for the next mount", kept, self.spool.directory
+            )
