@@ -20,6 +20,7 @@ from typing import IO
 
 from trackerfs import __version__
 from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
+from trackerfs.core.spool import describe_state
 from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
 from trackerfs.emulator.cli import run_from_args as run_emulator
 from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logging_flags(demo)
     demo.add_argument("mountpoint", type=Path)
     demo.set_defaults(run=command_demo)
+
+    status = commands.add_parser("status", help="files of a profile not (yet) on the tracker")
+    status.add_argument("--config", type=Path, default=None, help="config file")
+    status.add_argument("profile")
+    status.set_defaults(run=command_status)
 
     emulate = commands.add_parser("emulate", help="run the built-in tracker emulator on 127.0.0.1")
     add_emulator_arguments(emulate)
@@ -105,6 +111,19 @@ def command_mount(args: argparse.Namespace) -> int:
         lambda ready: run_mount(profile, mountpoint, ready=ready, debug_fuse=args.debug_fuse),
         lambda: setup_logging(debug=args.debug, quiet=args.quiet, log_file=log_file),
     )
+
+
+def command_status(args: argparse.Namespace) -> int:
+    """`trackerfs status PROFILE`: what waits in the spool and what was kept in recovery."""
+    profile = load_profile(args.config or default_config_path(), args.profile)
+    lines = describe_state(profile.state_dir)
+    print(f"profile {profile.name}: state in {profile.state_dir}")
+    print(
+        "\n".join(lines)
+        if lines
+        else "nothing waiting: every file written through the mount is on the tracker"
+    )
+    return 0
 
 
 def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) -> int:

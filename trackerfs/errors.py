@@ -19,7 +19,8 @@ class carries the errno a user sees::
         ├── BadResponseError          malformed JSON or an unexpected shape       EIO
         ├── NotPermittedError         a tracker has no such thing (mkdir, links)  EPERM
         ├── CrossDeviceError          a rename the tracker cannot do              EXDEV
-        └── ExistsError               the name is taken (RENAME_NOREPLACE)        EEXIST
+        ├── ExistsError               the name is taken (RENAME_NOREPLACE)        EEXIST
+        └── SpoolFullError            the local spool disk is full                ENOSPC
 """
 
 from __future__ import annotations
@@ -127,3 +128,9 @@ class ExistsError(TrackerError):
     """The target name exists and must not be replaced."""
 
     errno = _errno.EEXIST
+
+
+class SpoolFullError(TrackerError):
+    """The spool disk refused bytes; the file is incomplete and will not be uploaded."""
+
+    errno = _errno.ENOSPC

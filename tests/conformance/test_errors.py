@@ -103,10 +103,3 @@ def test_server_errors_on_listing_are_retried(
 ) -> None:
     clean_emulator.fault(path=case.search_path, status=503, count=2, headers={"Retry-After": "0"})
     assert sorted(os.listdir(fresh.path / case.project)) == sorted(case.issues)
-
-
-def test_writes_are_refused_on_read_only_files(fresh: Mount, case: TrackerCase) -> None:
-    path = fresh.path / case.project / case.rich_issue / "readme.txt"
-    with pytest.raises(OSError) as caught:
-        os.open(path, os.O_WRONLY)
-    assert caught.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)

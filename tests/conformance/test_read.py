@@ -65,7 +65,8 @@ def test_stat_sizes_and_times_come_from_metadata(
         assert abs(info.st_mtime - _epoch(item["created"])) < 1
         assert info.st_mode & 0o777 == 0o644
         assert info.st_uid == os.getuid()
-    assert (mounted / case.project).stat().st_mode & 0o777 == 0o755
+    assert (mounted / case.project).stat().st_mode & 0o777 == 0o555  # no files outside issues
+    assert (mounted / case.project / case.rich_issue).stat().st_mode & 0o777 == 0o755
 
 
 def test_every_attachment_reads_back_exactly(

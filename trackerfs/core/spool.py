@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from trackerfs.errors import TrackerError
+
 log = logging.getLogger(__name__)
 
 #: Manifest states: being written; closed and waiting for (or in) an upload.
@@ -112,8 +116,11 @@ class LocalFile:
     written: bool = False
     handles: int = 0
     unlinked: bool = False
-    refused: str | None = None
+    #: why the file is incomplete and must never be uploaded (a refused write)
+    refused: TrackerError | None = None
     mtime: float = field(default_factory=time.time)
+    #: one upload at a time per file: a second close waits and finds nothing to do
+    upload_lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def size(self) -> int:
@@ -185,3 +192,24 @@ def move_to_recovery(state_dir: Path, spooled: SpoolFile) -> Path:
 def _safe(name: str) -> str:
     cleaned = name.replace("/", "_").replace("\0", "_")
     return cleaned if cleaned not in ("", ".", "..") else "_"
+
+
+def describe_state(state_dir: Path) -> list[str]:
+    """Lines for `trackerfs status`: spooled files waiting for upload, and recovered files."""
+    lines: list[str] = []
+    spool_dir = state_dir / "spool"
+    if spool_dir.is_dir():
+        for spooled in Spool(spool_dir).leftovers():
+            manifest = spooled.manifest
+            if manifest.temporary:
+                continue
+            size = spooled.data_path.stat().st_size if spooled.data_path.exists() else 0
+            what = "waiting for upload" if manifest.state == PENDING else "being written"
+            lines.append(
+                f"spool      {manifest.project}/{manifest.issue}/{manifest.name}  {size} bytes  ({what})"
+            )
+    recovered = state_dir / "recovered"
+    if recovered.is_dir():
+        for path in sorted(p for p in recovered.rglob("*") if p.is_file()):
+            lines.append(f"recovered  {path}  {path.stat().st_size} bytes")
+    return lines

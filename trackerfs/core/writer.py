@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from trackerfs.errors import (
     ExistsError,
     NotFoundError,
     NotPermittedError,
+    SpoolFullError,
     TooLargeError,
     TrackerError,
 )
@@ -108,11 +110,16 @@ class Writer:
     def write(self, local: LocalFile, offset: int, data: bytes) -> int:
         """Write to a local file; EFBIG at once when it would exceed the upload limit."""
         limit = self.limits.upload_limit
+        # A file cut short must never be uploaded as if it were complete: remember why.
         if limit is not None and not local.temporary and offset + len(data) > limit:
-            # A file cut short must never be uploaded as if it were complete.
-            local.refused = f"the tracker accepts attachments up to {limit} bytes"
-            raise TooLargeError(local.refused)
-        written = local.spooled.pwrite(data, offset)
+            local.refused = TooLargeError(f"the tracker accepts attachments up to {limit} bytes")
+            raise local.refused
+        try:
+            written = local.spooled.pwrite(data, offset)
+        except OSError as exc:
+            refusal = SpoolFullError if exc.errno == errno.ENOSPC else TrackerError
+            local.refused = refusal(f"the spool disk refused a write: {exc.strerror}")
+            raise local.refused from exc
         local.dirty = local.written = True
         local.mtime = time.time()
         return written
@@ -134,13 +141,14 @@ class Writer:
         local = node.local
         if node.kind is not Kind.LOCAL or local is None:
             return
-        if not local.dirty or local.temporary or local.unlinked:
-            return
-        if local.refused:
-            raise TooLargeError(f"{node.name} was not uploaded: {local.refused}")
-        if not last and not local.written and local.size == 0:
-            return
-        await self._upload(node, local)
+        async with local.upload_lock:
+            if not local.dirty or local.temporary or local.unlinked or node.local is not local:
+                return
+            if local.refused is not None:
+                raise type(local.refused)(f"{node.name} was not uploaded: {local.refused}")
+            if not last and not local.written and local.size == 0:
+                return
+            await self._upload(node, local)
 
     async def _upload(self, node: Node, local: LocalFile) -> None:
         issue = node.issue
@@ -289,11 +297,15 @@ class Writer:
             temporary=local.temporary,
             replaces=local.replaces,
         )
-        if not local.temporary and local.handles == 0 and local.dirty and not local.refused:
-            await self._upload(node, local)
+        if not local.temporary and local.handles == 0:
+            await self.flush(node, last=True)
 
-    async def release(self, node: Node) -> None:
-        """An open handle went away: upload what its closes left (errors are only logged)."""
+    async def release(self, node: Node, *, writable: bool) -> None:
+        """An open handle went away; a file left empty by its writer is uploaded now.
+
+        (Errors here reach no caller, so they are logged; a file that failed to upload
+        at close is not retried here but stays in the spool for the next mount.)
+        """
         local = node.local
         if local is None:
             return
@@ -302,6 +314,9 @@ class Writer:
             return
         if local.unlinked:
             local.spooled.discard()
+            return
+        if not writable or local.written:
+            local.spooled.close()
             return
         try:
             await self.flush(node, last=True)

@@ -3,8 +3,9 @@
 A rule matches on origin, method and a regular expression searched in the path; the first
 ``count`` matching requests (``-1``: all of them) get the fault instead of the normal
 answer. Actions: ``respond`` (a canned status, headers and body), ``drop`` (close the
-connection without any response) and ``truncate`` (the real response, cut midway through
-its body after the full ``Content-Length`` was announced).
+connection without any response), ``truncate`` (the real response, cut midway through
+its body after the full ``Content-Length`` was announced) and ``delay`` (the real
+response, after ``delay`` seconds).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Action = Literal["respond", "drop", "truncate"]
+Action = Literal["respond", "drop", "truncate", "delay"]
 Origin = Literal["api", "media"]
-ACTIONS: tuple[Action, ...] = ("respond", "drop", "truncate")
+ACTIONS: tuple[Action, ...] = ("respond", "drop", "truncate", "delay")
 FOREVER = -1
 
 

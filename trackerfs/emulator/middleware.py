@@ -119,7 +119,7 @@ class RecorderMiddleware:
                 entry["bytes_sent"] += len(body)
             await send(message)
 
-        if rule is None or rule.action == "truncate":
+        if rule is None or rule.action in ("truncate", "delay"):
             try:
                 await self.app(scope, receive, recording_send)
             except _TruncatedError:

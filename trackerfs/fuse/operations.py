@@ -286,7 +286,7 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh: FileHandleT) -> None:
         handle = self._files.pop(fh, None)
         if handle is not None and handle.holds_local:
-            await self.writer.release(handle.node)
+            await self.writer.release(handle.node, writable=handle.writable)
 
     @handler
     async def setattr(

@@ -1,0 +1,179 @@
+"""Nothing is lost: interrupted uploads, crashes, unmount during an upload, a full spool."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cases import TrackerCase
+from tests.support.emulator import EmulatorProcess
+from tests.support.mount import Mount, force_unmount
+
+pytestmark = pytest.mark.mount
+
+MiB = 1 << 20
+
+
+def mount_at(workdir: Path, case: TrackerCase, emulator: EmulatorProcess) -> Mount:
+    return Mount(
+        workdir, url=emulator.base_url, token=emulator.token, tracker=case.tracker, profile=case.profile
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def upload_started(state: Path) -> bool:
+    for path in (state / "spool").glob("*.json"):
+        try:
+            if json.loads(path.read_text()).get("state") == "pending":
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def crash(mount: Mount) -> None:
+    assert mount.process is not None
+    mount.process.kill()
+    mount.process.wait()
+    force_unmount(mount.path)
+
+
+def stored(emulator: EmulatorProcess, issue: str, name: str) -> list[dict]:
+    return [a for a in emulator.attachments() if a["issue"] == issue and a["filename"] == name]
+
+
+def status(mount: Mount) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "trackerfs", "status", "--config", str(mount.config), mount.name],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=mount.env,
+    )
+    return done.stdout
+
+
+def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    source = tmp_path / "notes.bin"
+    source.write_bytes(os.urandom(MiB + 3))
+    clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=3, count=1)
+    first = mount_at(tmp_path / "w", case, clean_emulator).start()
+    target = first.path / case.project / case.plain_issue
+    copy = subprocess.Popen(["cp", str(source), str(target)], stderr=subprocess.PIPE)
+    wait_for(lambda: upload_started(first.state), "the upload to start")
+    crash(first)
+    assert copy.wait(timeout=30) != 0
+    assert stored(clean_emulator, case.plain_issue, "notes.bin") == []
+    assert "notes.bin" in status(first)
+    with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        [item] = stored(clean_emulator, case.plain_issue, "notes.bin")
+        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert (
+            second.path / case.project / case.plain_issue / "notes.bin"
+        ).read_bytes() == source.read_bytes()
+        assert "finishing the upload" in second.log_text()
+        assert "nothing waiting" in status(second)
+
+
+def test_upload_that_reached_the_tracker_is_not_sent_again(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    clean_emulator.fault(method="POST", path="/attachments$", action="truncate", count=1)
+    first = mount_at(tmp_path / "w", case, clean_emulator).start()
+    target = first.path / case.project / case.plain_issue / "once.txt"
+    with pytest.raises(OSError):
+        with target.open("wb") as handle:
+            handle.write(b"exactly once\n")
+    assert len(stored(clean_emulator, case.plain_issue, "once.txt")) == 1  # it did arrive
+    crash(first)
+    clean_emulator.clear_requests()
+    with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        os.listdir(second.path / case.project)
+        assert len(stored(clean_emulator, case.plain_issue, "once.txt")) == 1
+        assert not [r for r in clean_emulator.requests() if r["method"] == "POST"]
+        assert "reached the tracker before" in second.log_text()
+
+
+def test_file_open_at_a_crash_is_kept_in_recovery(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    first = mount_at(tmp_path / "w", case, clean_emulator).start()
+    handle = (first.path / case.project / case.plain_issue / "draft.txt").open("wb")
+    handle.write(b"half a draft")
+    handle.flush()
+    crash(first)
+    try:
+        handle.close()
+    except OSError:
+        pass
+    with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        assert stored(clean_emulator, case.plain_issue, "draft.txt") == []
+        listed = status(second)
+        assert "recovered" in listed and "draft.txt" in listed
+        kept = next((second.state / "recovered").rglob("draft.txt"))
+        assert kept.read_bytes() == b"half a draft"
+
+
+def test_sigterm_waits_for_an_upload_in_progress(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    source = tmp_path / "slow.bin"
+    source.write_bytes(os.urandom(256 * 1024))
+    clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=2, count=1)
+    mount = mount_at(tmp_path / "w", case, clean_emulator).start()
+    try:
+        copy = subprocess.Popen(["cp", str(source), str(mount.path / case.project / case.plain_issue)])
+        wait_for(lambda: upload_started(mount.state), "the upload to start")
+        assert mount.process is not None
+        mount.process.send_signal(signal.SIGTERM)
+        assert copy.wait(timeout=30) == 0
+        assert mount.process.wait(timeout=30) == 0
+        [item] = stored(clean_emulator, case.plain_issue, "slow.bin")
+        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    finally:
+        mount.stop()
+
+
+def test_full_spool_disk_gives_enospc_and_uploads_nothing(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        mount = Mount(
+            tmp_path / "w",
+            url=clean_emulator.base_url,
+            token=clean_emulator.token,
+            tracker=case.tracker,
+            profile={**case.profile, "spool_dir": str(small / "state")},
+        )
+        with mount:
+            target = mount.path / case.project / case.plain_issue / "huge.bin"
+            with pytest.raises(OSError) as caught:
+                with target.open("wb") as handle:
+                    for _ in range(4):
+                        handle.write(os.urandom(MiB))
+            assert caught.value.errno == errno.ENOSPC
+            assert stored(clean_emulator, case.plain_issue, "huge.bin") == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
