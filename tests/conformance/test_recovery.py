@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -98,9 +99,8 @@ def test_upload_that_reached_the_tracker_is_not_sent_again(
     clean_emulator.fault(method="POST", path="/attachments$", action="truncate", count=1)
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue / "once.txt"
-    with pytest.raises(OSError):
-        with target.open("wb") as handle:
-            handle.write(b"exactly once\n")
+    with pytest.raises(OSError), target.open("wb") as handle:
+        handle.write(b"exactly once\n")
     assert len(stored(clean_emulator, case.plain_issue, "once.txt")) == 1  # it did arrive
     crash(first)
     clean_emulator.clear_requests()
@@ -119,10 +119,8 @@ def test_file_open_at_a_crash_is_kept_in_recovery(
     handle.write(b"half a draft")
     handle.flush()
     crash(first)
-    try:
+    with contextlib.suppress(OSError):
         handle.close()
-    except OSError:
-        pass
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
         assert stored(clean_emulator, case.plain_issue, "draft.txt") == []
         listed = status(second)
@@ -156,7 +154,9 @@ def test_full_spool_disk_gives_enospc_and_uploads_nothing(
 ) -> None:
     small = tmp_path / "small"
     small.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True, check=False
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot make a small tmpfs here: {made.stderr.decode().strip()}")
     try:
@@ -169,10 +169,9 @@ def test_full_spool_disk_gives_enospc_and_uploads_nothing(
         )
         with mount:
             target = mount.path / case.project / case.plain_issue / "huge.bin"
-            with pytest.raises(OSError) as caught:
-                with target.open("wb") as handle:
-                    for _ in range(4):
-                        handle.write(os.urandom(MiB))
+            with pytest.raises(OSError) as caught, target.open("wb") as handle:
+                for _ in range(4):
+                    handle.write(os.urandom(MiB))
             assert caught.value.errno == errno.ENOSPC
             assert stored(clean_emulator, case.plain_issue, "huge.bin") == []
     finally:
