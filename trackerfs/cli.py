@@ -1,6 +1,7 @@
 """The `trackerfs` command: mount, demo, emulate.
 
-Exit codes: 0 success, 1 the tracker or the mount failed, 2 bad usage or configuration.
+Commands: mount, status, demo, emulate. Exit codes: 0 success, 1 the tracker or the mount
+failed, 2 bad usage or configuration.
 Errors are one line on stderr, never a traceback (unless --debug).
 """
 
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mount = commands.add_parser("mount", help="mount a tracker profile")
-    mount.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    mount.add_argument(
+        "--config", type=Path, default=None, help="config file (default: ~/.config/trackerfs/config.toml)"
+    )
     mount.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground (systemd)")
     mount.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
     _add_logging_flags(mount)
@@ -85,17 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
-    except AuthenticationError as exc:
-        print(f"trackerfs: the tracker refused the credentials: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except ConfigError as exc:
-        print(f"trackerfs: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except TrackerfsError as exc:
-        print(f"trackerfs: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        print(describe_failure(exc), file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def describe_failure(exc: TrackerfsError) -> str:
+    """The one line a user sees for a failure before or while mounting."""
+    if isinstance(exc, AuthenticationError):
+        return f"trackerfs: the tracker refused the credentials: {exc}"
+    return f"trackerfs: {exc}"
 
 
 def command_mount(args: argparse.Namespace) -> int:
@@ -158,7 +162,7 @@ def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) 
         code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
         if isinstance(exc, TrackerfsError):
             log.error("%s", exc)
-            message = f"trackerfs: {exc}"
+            message = describe_failure(exc)
         else:
             log.exception("the mount failed")
             message = f"trackerfs: the mount failed: {exc!r}"

@@ -43,7 +43,7 @@ GENERAL_KEYS = frozenset(
         "block_cache_mb",
         "readahead_max_mb",
         "spool_dir",
-        "max_concurrency",
+        "kernel_readahead_kb",
     }
 )
 SECRET_KEYS = ("token_env", "token_file", "token_command")
@@ -122,6 +122,7 @@ class CacheSettings:
     attr_timeout: float = 1.0
     block_cache_bytes: int = 64 << 20
     readahead_max_bytes: int = 16 << 20
+    kernel_readahead_kb: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,6 @@ class Profile:
     user: str = ""
     cache: CacheSettings = field(default_factory=CacheSettings)
     spool_dir: Path | None = None
-    max_concurrency: int = 8
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -206,6 +206,7 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         attr_timeout=_number(table, "attr_timeout", defaults.attr_timeout, where),
         block_cache_bytes=int(_number(table, "block_cache_mb", 64, where) * (1 << 20)),
         readahead_max_bytes=int(_number(table, "readahead_max_mb", 16, where) * (1 << 20)),
+        kernel_readahead_kb=int(_number(table, "kernel_readahead_kb", 1024, where)),
     )
     spool = table.get("spool_dir")
     return Profile(
@@ -216,7 +217,6 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         user=str(table.get("user", "")),
         cache=cache,
         spool_dir=Path(spool).expanduser() if spool else None,
-        max_concurrency=int(_number(table, "max_concurrency", 8, where)),
         options={k: v for k, v in table.items() if k not in GENERAL_KEYS},
     )
 

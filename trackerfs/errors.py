@@ -9,9 +9,9 @@ class carries the errno a user sees::
         ├── AuthenticationError       401: the credentials were refused          EACCES
         ├── PermissionDeniedError     403: not allowed                           EACCES
         ├── NotFoundError             404/410                                    ENOENT
-        ├── BadRequestError           400/422                                    EINVAL
+        ├── BadRequestError           400/415/416/422                            EINVAL
         ├── TooLargeError             413 or over the known upload limit         EFBIG
-        ├── UnsupportedError          the tracker cannot do this                 EOPNOTSUPP
+        ├── UnsupportedError          405/501: the tracker cannot do this        EOPNOTSUPP
         ├── RateLimitedError          429 after every retry                      EIO
         ├── TemporaryError            5xx after every retry                      EIO
         ├── TrackerTimeoutError       no answer in time                          ETIMEDOUT

@@ -20,15 +20,27 @@ def add_secret(value: str) -> None:
         _secrets.add(value)
 
 
+def redact(text: str) -> str:
+    """`text` with every registered secret masked."""
+    for secret in _secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks secrets in the whole formatted record, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class RedactingFilter(logging.Filter):
     """Replaces every registered secret in a record's final message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _secrets:
             message = record.getMessage()
-            redacted = message
-            for secret in _secrets:
-                redacted = redacted.replace(secret, MASK)
+            redacted = redact(message)
             if redacted != message:
                 record.msg, record.args = redacted, None
         return True
@@ -43,7 +55,7 @@ def setup_logging(*, debug: bool = False, quiet: bool = False, log_file: Path | 
         handler = logging.FileHandler(log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(RedactingFormatter(FORMAT))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

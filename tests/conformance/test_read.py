@@ -65,7 +65,7 @@ def test_stat_sizes_and_times_come_from_metadata(
         assert abs(info.st_mtime - _epoch(item["created"])) < 1
         assert info.st_mode & 0o777 == 0o644
         assert info.st_uid == os.getuid()
-    assert (mounted / case.project).stat().st_mode & 0o777 == 0o555  # no files outside issues
+    assert (mounted / case.project).stat().st_mode & 0o777 == 0o755
     assert (mounted / case.project / case.rich_issue).stat().st_mode & 0o777 == 0o755
 
 
@@ -345,3 +345,18 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_download_via_media_redirect(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    if case.id != "jira-cloud":
+        pytest.skip("only Jira Cloud redirects content to a media host")
+    mount = make_mount(download="redirect")
+    big = mount.path / case.project / case.rich_issue / case.big_file
+    item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    os.listdir(big.parent)
+    clean_emulator.clear_requests()
+    assert sha256(big) == item["sha256"]
+    media = [r for r in clean_emulator.requests() if r["origin"] == "media"]
+    assert media and all(not r["authorized"] and r["status"] == 206 for r in media)

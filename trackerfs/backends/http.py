@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 import trio
 
@@ -49,26 +50,98 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 MAX_REDIRECTS = 5
 
 ErrorDescriber = Callable[[httpx.Response], str]
+#: Bytes asked of the socket per read. httpcore asks for 64 KiB; a content stream then
+#: costs one parser round per 64 KiB, which on loopback caps Python near 1 GB/s.
+WIDE_READ = 1 << 20
+
+
+class _WideReadStream(httpcore.AsyncNetworkStream):
+    """A network stream that reads up to WIDE_READ bytes whatever the parser asks for."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max(max_bytes, WIDE_READ), timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        return _WideReadStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _WideReadBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's trio backend with wide reads (httpcore's documented extension point)."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _WideReadStream(stream)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.AsyncNetworkStream:
+        return _WideReadStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def wide_read_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport over a connection pool whose streams read wide.
+
+    httpx does not take a network backend, so its pool is replaced by an equivalent
+    one that has ours (proxies from the environment are still mounted by the client).
+    """
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_WideReadBackend(),
+    )
+    return transport
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how long to retry a temporary failure.
 
-    The wait before retry *n* (1-based) is `backoff * 2**(n-1)` with full jitter, capped by
-    `max_wait`; a `Retry-After` header replaces it (also capped). `deadline` bounds the
-    time spent on one call so that a blocked syscall returns within seconds.
+    The wait before retry *n* (1-based) is `backoff * 2**(n-1)` with half jitter, capped
+    by `max_wait`; a `Retry-After` header replaces it (capped by `max_retry_after`: the
+    server knows best). `deadline` bounds the time spent on one call so that a blocked
+    syscall returns within a minute; a wait that would pass it is not started.
     """
 
     attempts: int = 4
     backoff: float = 0.25
     max_wait: float = 8.0
+    max_retry_after: float = 30.0
     deadline: float = 60.0
 
     def wait(self, attempt: int, retry_after: float | None, rand: Callable[[], float]) -> float:
         """Seconds to wait before retry number `attempt`."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_wait)
+            return min(max(retry_after, 0.0), self.max_retry_after)
         return min(self.max_wait, self.backoff * 2.0 ** (attempt - 1)) * (0.5 + rand() / 2)
 
 
@@ -177,12 +250,13 @@ class HttpClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rand = rand
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=limits,
             follow_redirects=False,
             headers={"User-Agent": f"trackerfs/{__version__}"},
-            transport=transport,
+            transport=transport or wide_read_transport(limits),
         )
         self.requests_sent = 0
 

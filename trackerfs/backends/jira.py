@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -37,7 +37,10 @@ from trackerfs.model import Account, Attachment, Issue, Limits, Project
 log = logging.getLogger(__name__)
 
 FLAVOURS: dict[str, str] = {"cloud": "/rest/api/3", "datacenter": "/rest/api/2"}
-OPTIONS = frozenset({"flavour", "auth", "jql", "max_issues", "page_size"})
+OPTIONS = frozenset({"flavour", "auth", "jql", "max_issues", "page_size", "download"})
+#: "direct": Jira sends the bytes itself (`redirect=false`); "redirect": follow Jira's 303
+#: to its media host (a CDN) without credentials.
+DOWNLOADS = ("direct", "redirect")
 ISSUE_FIELDS = "summary,created,updated,attachment"
 #: Jira silently caps maxResults; the token/startAt loop copes with shorter pages.
 DEFAULT_PAGE_SIZE = 100
@@ -59,8 +62,13 @@ class JiraTracker(Tracker):
         self.flavour = str(option(profile, "flavour", "cloud", choices=FLAVOURS))
         auth = str(option(profile, "auth", "basic", choices=("basic", "bearer")))
         self.jql = str(option(profile, "jql", ""))
+        if "order by" in self.jql.lower():
+            raise ConfigError(f"profile {profile.name!r}: jql is a filter; leave ORDER BY out")
         self.max_issues = int(option(profile, "max_issues", 0))
         self.page_size = int(option(profile, "page_size", DEFAULT_PAGE_SIZE))
+        if self.max_issues < 0 or not 1 <= self.page_size <= 1000:
+            raise ConfigError(f"profile {profile.name!r}: max_issues must be >= 0, page_size 1 to 1000")
+        self.download = str(option(profile, "download", "direct", choices=DOWNLOADS))
         self.api = FLAVOURS[self.flavour]
         self.site = profile.url
         secret = profile.secret.read()
@@ -137,7 +145,8 @@ class JiraTracker(Tracker):
                 return
             if self.flavour == "datacenter":
                 params["startAt"] += len(batch)
-                if params["startAt"] >= int(page.get("total", 0)):
+                total = page.get("total")
+                if isinstance(total, int) and params["startAt"] >= total:
                     return
             else:
                 token = page.get("nextPageToken")
@@ -162,12 +171,12 @@ class JiraTracker(Tracker):
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         if self.flavour == "datacenter" and attachment.content_url:
-            return self.http.stream_range(dc_content_url(attachment), start, stop)
+            return self.http.stream_range(dc_content_url(self.site, attachment), start, stop)
         return self.http.stream_range(
             f"{self.api}/attachment/content/{quote(attachment.id, safe='')}",
             start,
             stop,
-            params={"redirect": "false"},
+            params={"redirect": "false"} if self.download == "direct" else None,
         )
 
     async def limits(self) -> Limits:
@@ -223,7 +232,10 @@ class JiraTracker(Tracker):
 
     def _attachments(self, raw: Iterable[Any], issue_key: str) -> Iterable[Attachment]:
         for item in records(list(raw), f"attachment of {issue_key}", ("id",)):
-            yield self._attachment(item)
+            try:
+                yield self._attachment(item)
+            except BadResponseError as exc:
+                log.warning("skipping an attachment of %s: %s", issue_key, exc)
 
     def _attachment(self, item: dict[str, Any]) -> Attachment:
         ident = str(item["id"])
@@ -268,11 +280,19 @@ def parse_time(value: Any) -> float:
         return 0.0
 
 
-def dc_content_url(attachment: Attachment) -> str:
-    """The Data Center content URL, safe from dot-segment normalisation.
+def dc_content_url(site: str, attachment: Attachment) -> str:
+    """The Data Center content URL on the configured site, safe from normalisation.
 
+    The server's absolute URL may name another origin (http behind a proxy, an internal
+    host name); its path is used on the profile's own origin so credentials still apply.
     `/secure/attachment/{id}/{name}` finds the attachment by id; a name of `.`, `..` or
     nothing would be folded away by URL normalisation, so it is replaced.
     """
-    base, _, name = attachment.content_url.rpartition("/")
-    return f"{base}/attachment" if name in ("", ".", "..") else attachment.content_url
+    path = urlsplit(attachment.content_url).path
+    base, _, name = path.rpartition("/")
+    if name in ("", ".", ".."):
+        path = f"{base}/attachment"
+    site_path = urlsplit(site).path.rstrip("/")
+    if site_path and path.startswith(site_path + "/"):
+        path = path[len(site_path) :]
+    return site.rstrip("/") + path

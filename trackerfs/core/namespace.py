@@ -236,6 +236,7 @@ class Namespace:
         projects = await self._tracker.list_projects()
         mapping = unique_names((sanitize(p.key), p) for p in sorted(projects, key=lambda p: p.key))
         self._projects["all"] = mapping
+        self._forget_misses(ROOT_INODE, mapping)
         return mapping
 
     async def _issue_map(self, project: Project) -> dict[str, Issue]:
@@ -252,6 +253,9 @@ class Namespace:
             if issue.attachments is not None:
                 self._store_files(project.key, issue)
         self._issues[project.key] = mapping
+        inode = self._inodes.get(("project", project.key))
+        if inode is not None:
+            self._forget_misses(inode, mapping)
         return mapping
 
     async def _file_map(self, directory: Node) -> dict[str, Attachment]:
@@ -275,9 +279,13 @@ class Namespace:
         self._files[(project_key, issue.key)] = mapping
         inode = self._inodes.get(("issue", project_key, issue.key))
         if inode is not None:
-            for name in mapping:
-                self._negative.pop((inode, name), None)
+            self._forget_misses(inode, mapping)
         return mapping
+
+    def _forget_misses(self, inode: int, names: Iterable[str]) -> None:
+        """A fresh listing shows these names: earlier misses of them no longer hold."""
+        for name in names:
+            self._negative.pop((inode, name), None)
 
     # -- node construction --------------------------------------------------------------
 
@@ -393,6 +401,10 @@ class Namespace:
                 "issue": node.issue.key if node.issue else "",
                 "checksum": item.checksum,
             }
+        elif node.kind is Kind.LOCAL and node.local is not None:
+            local = node.local
+            state = "temporary" if local.temporary else "not uploaded" if local.dirty else "local"
+            values = {"state": state, "size": str(local.size), "issue": node.issue.key if node.issue else ""}
         elif node.kind is Kind.ISSUE and node.issue is not None:
             issue = node.issue
             values = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class ReadState:
     next_offset: int = -1
     run_start: int = 0
     window: int = 0
+    #: first block after those this reader already scheduled for readahead
+    ahead: int = 0
 
     def observe(self, offset: int, end: int, initial: int) -> bool:
         """Record a read of [offset, end); return whether it continues a sequential run."""
@@ -70,7 +73,7 @@ class ReadState:
                 self.window = initial if self.run_start == 0 else 2 * BLOCK_SIZE
             self.next_offset = max(end, self.next_offset)
         else:
-            self.window, self.run_start, self.next_offset = 0, offset, end
+            self.window, self.run_start, self.next_offset, self.ahead = 0, offset, end, 0
         return sequential
 
 
@@ -120,16 +123,17 @@ class Reader:
         self._fetch_missing(attachment, first, last + 1)
         if sequential:
             self._read_ahead(state, last + 1)
+        start = offset - first * BLOCK_SIZE
         if first == last:
             block = await self._block(attachment, first)
-            start = offset - first * BLOCK_SIZE
             if start == 0 and len(block) <= end - offset:
-                return block
+                return block  # an aligned read: the cached block itself, no copy
             return block[start : start + end - offset]
-        parts = [await self._block(attachment, index) for index in range(first, last + 1)]
-        data = b"".join(parts)
-        start = offset - first * BLOCK_SIZE
-        return data[start : start + end - offset]
+        # One copy: views of the blocks' parts, joined once.
+        parts = [memoryview(await self._block(attachment, index)) for index in range(first, last + 1)]
+        parts[-1] = parts[-1][: end - last * BLOCK_SIZE]
+        parts[0] = parts[0][start:]
+        return b"".join(parts)
 
     def statistics(self) -> ReaderStatistics:
         """Counters since the mount (reads, fetches, bytes fetched, cache)."""
@@ -140,12 +144,15 @@ class Reader:
         """Keep at least half a window of blocks after `after` cached or on the way."""
         blocks = self._block_count(state.attachment)
         window = max(1, state.window // BLOCK_SIZE)
-        index = after
+        # Blocks up to `ahead` were scheduled by this reader before; do not scan them again.
+        index = max(after, state.ahead)
         while index < blocks and index < after + window and self._present(state.attachment, index):
             index += 1
+        state.ahead = index
         if index >= blocks or index - after >= window // 2:
             return
         self._fetch_missing(state.attachment, index, min(blocks, index + window))
+        state.ahead = min(blocks, index + window)
         state.window = min(state.window * 2, self.max_window)
 
     def _present(self, attachment: Attachment, index: int) -> bool:
@@ -211,18 +218,21 @@ class Reader:
         self._stats.fetches += 1
         log.debug("fetch %s bytes %d-%d", attachment.id, start, stop - 1)
         index = lo
-        buffer = bytearray()
+        # Views of the received chunks; each block is joined from them with one copy.
+        pending: deque[memoryview] = deque()
+        held = 0
         async with self._tracker.open_range(attachment, start, stop) as chunks:
             async for chunk in chunks:
                 self._stats.bytes_fetched += len(chunk)
-                buffer += chunk
-                while len(buffer) >= BLOCK_SIZE:
-                    self._publish(attachment, index, bytes(buffer[:BLOCK_SIZE]))
-                    del buffer[:BLOCK_SIZE]
+                pending.append(memoryview(chunk))
+                held += len(chunk)
+                while held >= BLOCK_SIZE:
+                    self._publish(attachment, index, _take(pending, BLOCK_SIZE))
+                    held -= BLOCK_SIZE
                     index += 1
         if index < hi:
             # The last block of the attachment, or a server with fewer bytes than promised.
-            self._publish(attachment, index, bytes(buffer))
+            self._publish(attachment, index, _take(pending, held))
             index += 1
             if index < hi:
                 raise BadResponseError(
@@ -247,6 +257,19 @@ class Reader:
     @staticmethod
     def _block_count(attachment: Attachment) -> int:
         return math.ceil(attachment.size / BLOCK_SIZE)
+
+
+def _take(views: deque[memoryview], size: int) -> bytes:
+    """The first `size` bytes of `views` as one bytes object, removed from `views`."""
+    parts: list[memoryview] = []
+    while size > 0:
+        view = views.popleft()
+        if len(view) > size:
+            views.appendleft(view[size:])
+            view = view[:size]
+        parts.append(view)
+        size -= len(view)
+    return b"".join(parts)
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ unmount on the way out whatever happened.
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import logging
 import os
@@ -25,8 +26,9 @@ from trackerfs.core.namespace import Namespace
 from trackerfs.core.reader import open_reader
 from trackerfs.core.spool import Spool
 from trackerfs.core.writer import Writer
-from trackerfs.errors import ConfigError
+from trackerfs.errors import ConfigError, TrackerError
 from trackerfs.fuse.operations import Operations
+from trackerfs.model import Limits
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,16 @@ Ready = Callable[[], None]
 
 def check_mountpoint(mountpoint: Path) -> None:
     """A clear ConfigError for a mount point that cannot be used."""
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise ConfigError(
+                f"{mountpoint} is a dead mount of a stopped trackerfs; run: fusermount3 -u {mountpoint}"
+            ) from None
+        raise ConfigError(f"mount point {mountpoint}: {exc.strerror}") from None
     if not mountpoint.exists():
         raise ConfigError(f"mount point {mountpoint} does not exist")
     if not mountpoint.is_dir():
@@ -74,7 +86,12 @@ async def serve_mount(
             cache_bytes=profile.cache.block_cache_bytes,
             max_window=profile.cache.readahead_max_bytes,
         ) as reader:
-            limits = await tracker.limits()
+            try:
+                limits = await tracker.limits()
+            except TrackerError as exc:
+                # Only writes need the limit: an unknown one is checked by the tracker itself.
+                log.warning("the tracker's attachment settings are unknown (%s); uploads go unchecked", exc)
+                limits = Limits()
             writer = Writer(namespace, tracker, Spool(profile.state_dir / "spool"), profile.state_dir, limits)
             await writer.recover()
             operations = Operations(namespace, reader, writer, profile.cache, state_dir=profile.state_dir)
@@ -82,6 +99,7 @@ async def serve_mount(
                 pyfuse3.init(operations, str(mountpoint), fuse_options(profile, debug=debug_fuse))
             except RuntimeError as exc:
                 raise ConfigError(f"cannot mount {mountpoint}: {exc}") from None
+            tune_kernel_readahead(mountpoint, profile.cache.kernel_readahead_kb)
             clean = False
             try:
                 async with trio.open_nursery() as nursery:
@@ -115,6 +133,32 @@ def run_mount(
     """Blocking form of `serve_mount`."""
     faulthandler.enable()
     trio.run(lambda: serve_mount(profile, mountpoint, ready=ready, debug_fuse=debug_fuse))
+
+
+def tune_kernel_readahead(mountpoint: Path, kilobytes: int) -> None:
+    """Let the kernel send reads of up to `kilobytes` at once (its FUSE default is 128).
+
+    Larger kernel reads mean fewer round trips through the daemon per megabyte. The mount's
+    device is found in /proc/self/mountinfo: stat() on our own mount point would wait
+    for a reply from this very process. Only root may write the setting; others keep 128.
+    """
+    if kilobytes <= 0:
+        return
+    target = str(mountpoint).replace(" ", "\\040")
+    device = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == target:
+                    device = fields[2]
+        if device is None:
+            return
+        Path(f"/sys/class/bdi/{device}/read_ahead_kb").write_text(str(kilobytes))
+    except OSError as exc:
+        log.debug("kernel readahead stays at its default: %s", exc)
+        return
+    log.debug("kernel readahead for %s set to %d KiB", mountpoint, kilobytes)
 
 
 def notify_systemd(message: str) -> None:

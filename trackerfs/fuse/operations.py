@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 XATTR_PREFIX = "user.trackerfs."
 DIR_MODE = stat.S_IFDIR | 0o755
-READONLY_DIR_MODE = stat.S_IFDIR | 0o555
+#: readdir offsets 0 and 1 are `.` and `..`; children follow from offset 2.
+DOT_NAMES = (pyfuse3.FileNameT(b"."), pyfuse3.FileNameT(b".."))
 FILE_MODE = stat.S_IFREG | 0o644
 
 P = ParamSpec("P")
@@ -139,8 +140,7 @@ class Operations(pyfuse3.Operations):
             entry.st_size = node.local.size
             when = int(node.local.mtime * 1e9)
         else:
-            # Files can be made only in issue directories.
-            entry.st_mode = pyfuse3.ModeT(DIR_MODE if node.kind is Kind.ISSUE else READONLY_DIR_MODE)
+            entry.st_mode = pyfuse3.ModeT(DIR_MODE)
             entry.st_nlink = 2
             entry.st_size = 0
             if node.issue is not None and node.kind is Kind.ISSUE:
@@ -184,19 +184,22 @@ class Operations(pyfuse3.Operations):
     @handler
     async def opendir(self, inode: InodeT, ctx: RequestContext) -> FileHandleT:
         log.debug("opendir(%d)", inode)
+        directory = self.namespace.node(inode)
         children = await self.namespace.list_dir(inode)
         fh = next(self._handles)
-        self._dirs[fh] = children
+        self._dirs[fh] = [directory, self.namespace.node(directory.parent), *children]
         return FileHandleT(fh)
 
     @handler
     async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        children = self._dirs.get(fh, [])
-        for index in range(start_id, len(children)):
-            node = children[index]
-            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self.attributes(node), index + 1):
+        entries = self._dirs.get(fh, [])
+        for index in range(start_id, len(entries)):
+            node = entries[index]
+            name = DOT_NAMES[index] if index < len(DOT_NAMES) else os.fsencode(node.name)
+            if not pyfuse3.readdir_reply(token, name, self.attributes(node), index + 1):
                 break
-            self.namespace.remember(node)
+            if index >= len(DOT_NAMES):  # the kernel takes no reference for . and ..
+                self.namespace.remember(node)
 
     @handler
     async def releasedir(self, fh: FileHandleT) -> None:
