@@ -12,8 +12,10 @@ MOUNTPOINT ?= ./tracker
 PYTEST_ARGS ?=
 
 # Debian packages: FUSE and the build of pyfuse3, then the tools the tests use as a person would.
-APT_BUILD := fuse3 libfuse3-dev pkg-config gcc
+APT_BUILD := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
 APT_TEST := attr file unzip rsync curl less
+# Only `make bench` needs these: the media host, the peer filesystem and the random-read load.
+APT_BENCH := nginx-light rclone fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps venv demo test check bench clean
@@ -49,7 +51,15 @@ check: venv
 	$(BIN)/mypy
 
 bench: venv
-	$(BIN)/python -m benchmarks
+	@missing=""; for p in $(APT_BENCH); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

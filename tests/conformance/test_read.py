@@ -314,7 +314,7 @@ def test_expired_ttl_shows_attachment_added_behind_the_mount(
     mount = make_mount(metadata_ttl=1, attr_timeout=0.2, negative_ttl=0.2)
     issue_dir = mount.path / case.project / case.plain_issue
     before = set(os.listdir(issue_dir))
-    added = upload_behind_the_mount(clean_emulator, case, case.plain_issue, "late.txt", b"added later\n")
+    added = case.attach_behind(clean_emulator, case.plain_issue, "late.txt", b"added later\n")
     assert set(os.listdir(issue_dir)) == before, "a cached listing must not change within its TTL"
     import time
 
@@ -324,21 +324,6 @@ def test_expired_ttl_shows_attachment_added_behind_the_mount(
         time.sleep(0.1)
     assert (issue_dir / "late.txt").read_bytes() == b"added later\n"
     assert os.getxattr(issue_dir / "late.txt", "user.trackerfs.id").decode() == added
-
-
-def upload_behind_the_mount(
-    emulator: EmulatorProcess, case: TrackerCase, issue: str, name: str, data: bytes
-) -> str:
-    """Attach a file the way another Jira user would; return the new attachment id."""
-    api = "/rest/api/2" if "datacenter" in case.id else "/rest/api/3"
-    with httpx.Client(auth=("other@example.com", emulator.token)) as client:
-        answer = client.post(
-            f"{emulator.base_url}{api}/issue/{issue}/attachments",
-            headers={"X-Atlassian-Token": "no-check"},
-            files={"file": (name, data)},
-        )
-    answer.raise_for_status()
-    return str(answer.json()[0]["id"])
 
 
 def _epoch(text: str) -> float:

@@ -6,8 +6,42 @@ what its profile looks like, and which directories of its demo seed play which p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
+
+from tests.support.emulator import EmulatorProcess
+
+#: Attach `data` as `name` to an issue the way another user of the tracker would (its own
+#: API, not the mount); returns the new attachment's id.
+AttachBehind = Callable[[EmulatorProcess, str, str, bytes], str]
+#: Assert that one upload request in the emulator's log is what the vendor requires.
+UploadCheck = Callable[[dict[str, Any]], None]
+
+
+def jira_attach(api: str) -> AttachBehind:
+    """Upload through Jira's REST API under `api` (/rest/api/3 or /rest/api/2)."""
+
+    def attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+        with httpx.Client(auth=("other@example.com", emulator.token)) as client:
+            answer = client.post(
+                f"{emulator.base_url}{api}/issue/{issue}/attachments",
+                headers={"X-Atlassian-Token": "no-check"},
+                files={"file": (name, data)},
+            )
+        answer.raise_for_status()
+        return str(answer.json()[0]["id"])
+
+    return attach
+
+
+def jira_upload_check(request: dict[str, Any]) -> None:
+    """Jira wants the XSRF header and a multipart part named `file`."""
+    assert request["headers"].get("x-atlassian-token") == "no-check"
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert [part["part"] for part in request["upload"]] == ["file"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +51,8 @@ class TrackerCase:
     id: str
     tracker: str
     profile: dict[str, Any]
+    attach_behind: AttachBehind
+    upload_check: UploadCheck
     emulator_args: tuple[str, ...] = ()
     project: str = "DEMO"
     #: the issue with one attachment of each kind, including the big file
@@ -47,6 +83,8 @@ CASES = [
         id="jira-cloud",
         tracker="jira",
         profile={"user": "tester@example.com", "flavour": "cloud", "auth": "basic"},
+        attach_behind=jira_attach("/rest/api/3"),
+        upload_check=jira_upload_check,
         emulator_args=("--tracker", "jira"),
         issues=DEMO_ISSUES,
         search_path="/rest/api/3/search/jql",
@@ -57,6 +95,8 @@ CASES = [
         id="jira-datacenter",
         tracker="jira",
         profile={"flavour": "datacenter", "auth": "bearer"},
+        attach_behind=jira_attach("/rest/api/2"),
+        upload_check=jira_upload_check,
         emulator_args=("--tracker", "jira"),
         issues=DEMO_ISSUES,
         search_path="/rest/api/2/search",
