@@ -1,0 +1,70 @@
+"""Real desktop applications on the mount: LibreOffice opens, converts and saves in place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.cases import TrackerCase
+from tests.support.emulator import EmulatorProcess
+from tests.support.mount import Mount
+
+pytestmark = [
+    pytest.mark.mount,
+    pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed"),
+]
+
+
+def soffice(profile: Path, *args: str) -> None:
+    subprocess.run(
+        ["soffice", f"-env:UserInstallation=file://{profile}", "--headless", "--norestore", *args],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+
+
+def posts(emulator: EmulatorProcess) -> list[str]:
+    return [
+        part["filename"]
+        for r in emulator.requests()
+        if r["method"] == "POST" and r.get("upload")
+        for part in r["upload"]
+    ]
+
+
+def test_libreoffice_converts_into_the_mount_and_saves_in_place(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    mount = make_mount()
+    rich = mount.path / case.project / case.rich_issue
+    plain = mount.path / case.project / case.plain_issue
+    profile = tmp_path / "lo-profile"
+    os.listdir(rich)
+    clean_emulator.clear_requests()
+
+    soffice(profile, "--convert-to", "pdf", "--outdir", str(plain), str(rich / "report.docx"))
+    assert posts(clean_emulator) == ["report.pdf"]
+    assert (plain / "report.pdf").read_bytes().startswith(b"%PDF")
+
+    [old] = [
+        a
+        for a in clean_emulator.attachments()
+        if a["issue"] == case.rich_issue and a["filename"] == "report.docx"
+    ]
+    clean_emulator.clear_requests()
+    soffice(profile, "--convert-to", "odt", "--outdir", str(rich), str(rich / "report.docx"))
+    soffice(profile, "--convert-to", "docx", "--outdir", str(rich), str(rich / "report.odt"))
+    assert posts(clean_emulator) == ["report.odt", "report.docx"], "each save is one upload, no temp names"
+    deleted = [r["path"] for r in clean_emulator.requests() if r["method"] == "DELETE"]
+    assert len(deleted) == 1 and old["id"] in deleted[0]
+    names = [a["filename"] for a in clean_emulator.attachments() if a["issue"] == case.rich_issue]
+    assert names.count("report.docx") == 1
+    with zipfile.ZipFile(rich / "report.docx") as saved:
+        assert "word/document.xml" in saved.namelist()
