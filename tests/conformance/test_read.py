@@ -343,5 +343,29 @@ def test_download_via_media_redirect(
     os.listdir(big.parent)
     clean_emulator.clear_requests()
     assert sha256(big) == item["sha256"]
-    media = [r for r in clean_emulator.requests() if r["origin"] == "media"]
+    requests = clean_emulator.requests()
+    media = [r for r in requests if r["origin"] == "media"]
     assert media and all(not r["authorized"] and r["status"] == 206 for r in media)
+    asked = [r for r in requests if r["origin"] == "api" and case.content_path in r["path"]]
+    assert len(asked) < len(media), "a signed target is reused for the next ranges"
+
+
+def test_rejected_signed_url_is_asked_for_again(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    if case.id != "jira-cloud":
+        pytest.skip("only Jira Cloud redirects content to a media host")
+    mount = make_mount(download="redirect")
+    big = mount.path / case.project / case.rich_issue / case.big_file
+    item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    content = clean_emulator.content(item["id"])
+    with big.open("rb") as handle:
+        assert handle.read(4096) == content[:4096]
+        clean_emulator.clear_requests()
+        clean_emulator.fault(origin="media", path="/file/", status=403, count=1)
+        handle.seek(6 * MiB)
+        assert handle.read(4096) == content[6 * MiB : 6 * MiB + 4096]
+    sequence = [(r["origin"], r["status"]) for r in clean_emulator.requests()]
+    refused = sequence.index(("media", 403))
+    asked = sequence.index(("api", 303), refused)
+    assert ("media", 206) in sequence[asked:], sequence

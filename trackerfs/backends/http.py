@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 import trio
+from cachetools import TTLCache
 
 from trackerfs import __version__
 from trackerfs.errors import (
@@ -48,6 +49,11 @@ RETRY_ANY_METHOD = frozenset({429, 503})
 RETRY_IDEMPOTENT = frozenset({500, 502, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 MAX_REDIRECTS = 5
+#: How long a redirect target (a signed download URL) is reused before asking again;
+#: well inside the validity of the signed URLs trackers hand out (minutes).
+REDIRECT_TTL = 30.0
+#: Answers from a remembered redirect target that mean "ask the tracker again".
+STALE_REDIRECT = frozenset({401, 403, 404, 410})
 
 ErrorDescriber = Callable[[httpx.Response], str]
 #: Bytes asked of the socket per read. httpcore asks for 64 KiB; a content stream then
@@ -259,6 +265,7 @@ class HttpClient:
             transport=transport or wide_read_transport(limits),
         )
         self.requests_sent = 0
+        self._redirects: TTLCache[str, httpx.URL] = TTLCache(1024, REDIRECT_TTL, timer=trio.current_time)
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -403,7 +410,34 @@ class HttpClient:
         json: Any,
         files: Callable[[], Mapping[str, Any]] | None,
     ) -> httpx.Response:
-        for _ in range(MAX_REDIRECTS + 1):
+        """Send, following redirects by hand (credentials only to the tracker's origin).
+
+        Where a GET was redirected lately (a download sent to a media host with a signed
+        URL), the next GET of the same URL goes straight to that target; if the target no
+        longer takes it (expired), the original URL is asked again.
+        """
+        first = self._client.build_request(method, url, params=params)
+        remembered = self._redirects.get(str(first.url)) if method == "GET" else None
+        if remembered is not None:
+            response = await self._follow(method, remembered, None, headers, json, files, origin_key=None)
+            if response.status_code not in STALE_REDIRECT:
+                return response
+            await response.aclose()
+            self._redirects.pop(str(first.url), None)
+        return await self._follow(method, url, params, headers, json, files, origin_key=str(first.url))
+
+    async def _follow(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        files: Callable[[], Mapping[str, Any]] | None,
+        *,
+        origin_key: str | None,
+    ) -> httpx.Response:
+        for hop in range(MAX_REDIRECTS + 1):
             request = self._client.build_request(
                 method,
                 url,
@@ -419,6 +453,8 @@ class HttpClient:
                 raise _transport_error(exc, request) from exc
             self.requests_sent += 1
             if response.status_code not in (301, 302, 303, 307, 308) or method not in ("GET", "HEAD"):
+                if hop and origin_key is not None and response.status_code < 400:
+                    self._redirects[origin_key] = request.url
                 return response
             location = response.headers.get("Location")
             await response.aclose()

@@ -60,6 +60,12 @@ class BlockCache(Generic[K]):
             self._bytes -= len(evicted)
             self._stats.evictions += 1
 
+    def discard(self, key: K) -> None:
+        """Drop `key` if present."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old)
+
     def statistics(self) -> CacheStatistics:
         """A snapshot of the counters."""
         stats = self._stats

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 128 << 10
 INITIAL_WINDOW = 1 << 20
-MAX_WINDOW = 16 << 20
+MAX_WINDOW = 64 << 20
 #: How far behind the last read a read may start and still count as sequential: the
 #: kernel's readahead sends several reads at once and they may arrive out of order.
 BACKWARD_SLACK = 8 * BLOCK_SIZE
@@ -95,7 +95,7 @@ class Reader:
         tracker: Tracker,
         nursery: trio.Nursery,
         *,
-        cache_bytes: int = 64 << 20,
+        cache_bytes: int = 128 << 20,
         initial_window: int = INITIAL_WINDOW,
         max_window: int = MAX_WINDOW,
     ) -> None:
@@ -126,14 +126,19 @@ class Reader:
         start = offset - first * BLOCK_SIZE
         if first == last:
             block = await self._block(attachment, first)
-            if start == 0 and len(block) <= end - offset:
-                return block  # an aligned read: the cached block itself, no copy
-            return block[start : start + end - offset]
-        # One copy: views of the blocks' parts, joined once.
-        parts = [memoryview(await self._block(attachment, index)) for index in range(first, last + 1)]
-        parts[-1] = parts[-1][: end - last * BLOCK_SIZE]
-        parts[0] = parts[0][start:]
-        return b"".join(parts)
+            data = block if start == 0 and len(block) <= end - offset else block[start : start + end - offset]
+        else:
+            # One copy: views of the blocks' parts, joined once.
+            parts = [memoryview(await self._block(attachment, index)) for index in range(first, last + 1)]
+            parts[-1] = parts[-1][: end - last * BLOCK_SIZE]
+            parts[0] = parts[0][start:]
+            data = b"".join(parts)
+        if sequential:
+            # The kernel keeps what a sequential reader consumed (keep_cache); holding it
+            # here too would only double the memory. The last block may be read again.
+            for index in range(max(first - 1, 0), last):
+                self._cache.discard((attachment.id, index))
+        return data
 
     def statistics(self) -> ReaderStatistics:
         """Counters since the mount (reads, fetches, bytes fetched, cache)."""
