@@ -44,6 +44,7 @@ GENERAL_KEYS = frozenset(
         "readahead_max_mb",
         "spool_dir",
         "kernel_readahead_kb",
+        "timeout",
     }
 )
 SECRET_KEYS = ("token_env", "token_file", "token_command")
@@ -136,6 +137,8 @@ class Profile:
     user: str = ""
     cache: CacheSettings = field(default_factory=CacheSettings)
     spool_dir: Path | None = None
+    #: seconds one HTTP request may take before it counts as failed (and is retried)
+    timeout: float = 30.0
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -217,6 +220,7 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         user=str(table.get("user", "")),
         cache=cache,
         spool_dir=Path(spool).expanduser() if spool else None,
+        timeout=_number(table, "timeout", 30.0, where) or 30.0,
         options={k: v for k, v in table.items() if k not in GENERAL_KEYS},
     )
 

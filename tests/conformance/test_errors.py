@@ -103,3 +103,16 @@ def test_server_errors_on_listing_are_retried(
 ) -> None:
     clean_emulator.fault(path=case.search_path, status=503, count=2, headers={"Retry-After": "0"})
     assert sorted(os.listdir(fresh.path / case.project)) == sorted(case.issues)
+
+
+def test_a_tracker_that_does_not_answer_is_etimedout(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    mount = make_mount(timeout=0.5)
+    item = rich_file(case, clean_emulator, "readme.txt")
+    issue_dir = mount.path / case.project / case.rich_issue
+    os.listdir(issue_dir)
+    clean_emulator.fault(path=f"/{item['id']}(/|$)", action="delay", delay=3, count=-1)
+    assert read_errno(issue_dir / "readme.txt") == errno.ETIMEDOUT
+    clean_emulator.clear_faults()
+    assert os.listdir(issue_dir)

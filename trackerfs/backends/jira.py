@@ -83,6 +83,7 @@ class JiraTracker(Tracker):
             profile.url,
             auth_headers={"Authorization": header, "Accept": "application/json"},
             transport=transport,
+            timeout=profile.timeout,
         )
 
     async def aclose(self) -> None:
