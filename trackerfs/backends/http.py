@@ -26,6 +26,7 @@ import trio
 from cachetools import TTLCache
 
 from trackerfs import __version__
+from trackerfs.backends.multipart import MultipartBody
 from trackerfs.errors import (
     AuthenticationError,
     BadRequestError,
@@ -289,17 +290,16 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         json: Any = None,
-        files: Callable[[], Mapping[str, Any]] | None = None,
+        body: MultipartBody | None = None,
         ok: frozenset[int] = frozenset(),
     ) -> httpx.Response:
         """Send a request with retries; return the (read) response or raise TrackerError.
 
-        `files` is a factory of multipart parts (httpx's `files=`), called once per
-        attempt so that a streamed upload is rebuilt from the start for a retry. Statuses
-        in `ok` are returned instead of raised.
+        A multipart `body` is streamed from its files, from the start again for a retry.
+        Statuses in `ok` are returned instead of raised.
         """
         async with self._send(
-            method, path, params=params, headers=headers, json=json, files=files, ok=ok
+            method, path, params=params, headers=headers, json=json, body=body, ok=ok
         ) as response:
             await response.aread()
             return response
@@ -358,7 +358,7 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         json: Any = None,
-        files: Callable[[], Mapping[str, Any]] | None = None,
+        body: MultipartBody | None = None,
         ok: frozenset[int] = frozenset(),
     ) -> AsyncIterator[httpx.Response]:
         retryable = RETRY_ANY_METHOD | (RETRY_IDEMPOTENT if method in IDEMPOTENT_METHODS else set())
@@ -371,7 +371,7 @@ class HttpClient:
             retry_after: float | None = None
             failure: TrackerError
             try:
-                response = await self._send_following(method, url, current_params, headers, json, files)
+                response = await self._send_following(method, url, current_params, headers, json, body)
             except TrackerError as exc:
                 failure = exc
                 transient = isinstance(exc, TrackerTimeoutError | UnreachableError | TemporaryError)
@@ -408,7 +408,7 @@ class HttpClient:
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         json: Any,
-        files: Callable[[], Mapping[str, Any]] | None,
+        body: MultipartBody | None,
     ) -> httpx.Response:
         """Send, following redirects by hand (credentials only to the tracker's origin).
 
@@ -419,12 +419,12 @@ class HttpClient:
         first = self._client.build_request(method, url, params=params)
         remembered = self._redirects.get(str(first.url)) if method == "GET" else None
         if remembered is not None:
-            response = await self._follow(method, remembered, None, headers, json, files, origin_key=None)
+            response = await self._follow(method, remembered, None, headers, json, body, origin_key=None)
             if response.status_code not in STALE_REDIRECT:
                 return response
             await response.aclose()
             self._redirects.pop(str(first.url), None)
-        return await self._follow(method, url, params, headers, json, files, origin_key=str(first.url))
+        return await self._follow(method, url, params, headers, json, body, origin_key=str(first.url))
 
     async def _follow(
         self,
@@ -433,18 +433,21 @@ class HttpClient:
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         json: Any,
-        files: Callable[[], Mapping[str, Any]] | None,
+        body: MultipartBody | None,
         *,
         origin_key: str | None,
     ) -> httpx.Response:
         for hop in range(MAX_REDIRECTS + 1):
+            all_headers = self._headers_for(url, headers)
+            if body is not None:
+                all_headers.update(body.headers)
             request = self._client.build_request(
                 method,
                 url,
                 params=params,
-                headers=self._headers_for(url, headers),
+                headers=all_headers,
                 json=json,
-                files=files() if files is not None else None,
+                content=body.stream() if body is not None else None,
             )
             log.debug("%s %s", method, loggable(request.url, self.origin))
             try:

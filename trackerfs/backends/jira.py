@@ -24,6 +24,7 @@ import httpx
 
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import HttpClient, decode_json
+from trackerfs.backends.multipart import FilePart, MultipartBody
 from trackerfs.backends.records import (
     expect_dict,
     expect_list,
@@ -193,7 +194,7 @@ class JiraTracker(Tracker):
             "POST",
             f"{self.api}/issue/{quote(issue.key, safe='')}/attachments",
             headers={"X-Atlassian-Token": "no-check"},
-            files=lambda: {"file": (filename, source(), "application/octet-stream")},
+            body=MultipartBody([FilePart("file", filename, size, source)]),
         )
         created = records(expect_list(decode_json(response), "upload response"), "attachment", ("id",))
         if not created:
