@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 
@@ -73,6 +73,10 @@ class SpoolFile:
     def pread(self, size: int, offset: int) -> bytes:
         """Read up to `size` bytes at `offset`."""
         return os.pread(self.fd, size, offset)
+
+    def open_for_upload(self) -> BinaryIO:
+        """A fresh read-only file object of the data (the uploader closes it)."""
+        return self.data_path.open("rb")
 
     def truncate(self, size: int) -> None:
         """Cut or extend the data to `size` bytes."""

@@ -17,10 +17,9 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
 
 import trio
 
@@ -170,8 +169,8 @@ class Writer:
         local.dirty = False
         log.info("uploading %s/%s (%d bytes)", issue.key, node.name, size)
         try:
-            with self._busy(), self._source(spooled) as source:
-                attachment = await self.tracker.upload(issue, node.name, size, source)
+            with self._busy():
+                attachment = await self.tracker.upload(issue, node.name, size, spooled.open_for_upload)
         except BaseException:
             local.dirty = True
             raise
@@ -211,21 +210,6 @@ class Writer:
             self._uploads -= 1
             if not self._uploads:
                 self._idle.set()
-
-    @contextmanager
-    def _source(self, spooled: SpoolFile) -> Iterator[Callable[[], BinaryIO]]:
-        opened: list[BinaryIO] = []
-
-        def open_fresh() -> BinaryIO:
-            handle = spooled.data_path.open("rb")
-            opened.append(handle)
-            return handle
-
-        try:
-            yield open_fresh
-        finally:
-            for handle in opened:
-                handle.close()
 
     async def wait_idle(self) -> None:
         """Return when no upload is in progress (unmount waits for them)."""
@@ -371,8 +355,8 @@ class Writer:
                 manifest.name,
                 size,
             )
-            with self._busy(), self._source(spooled) as source:
-                await self.tracker.upload(issue, manifest.name, size, source)
+            with self._busy():
+                await self.tracker.upload(issue, manifest.name, size, spooled.open_for_upload)
         if manifest.replaces:
             with suppress(NotFoundError):
                 await self.tracker.delete(Attachment(manifest.replaces, manifest.name, 0, 0.0))
