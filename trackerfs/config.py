@@ -121,7 +121,7 @@ class CacheSettings:
     metadata_ttl: float = 60.0
     negative_ttl: float = 30.0
     attr_timeout: float = 1.0
-    block_cache_bytes: int = 128 << 20
+    block_cache_bytes: int = 96 << 20
     readahead_max_bytes: int = 64 << 20
     kernel_readahead_kb: int = 1024
 
@@ -207,7 +207,7 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         metadata_ttl=_number(table, "metadata_ttl", defaults.metadata_ttl, where),
         negative_ttl=_number(table, "negative_ttl", defaults.negative_ttl, where),
         attr_timeout=_number(table, "attr_timeout", defaults.attr_timeout, where),
-        block_cache_bytes=int(_number(table, "block_cache_mb", 128, where) * (1 << 20)),
+        block_cache_bytes=int(_number(table, "block_cache_mb", 96, where) * (1 << 20)),
         readahead_max_bytes=int(_number(table, "readahead_max_mb", 64, where) * (1 << 20)),
         kernel_readahead_kb=int(_number(table, "kernel_readahead_kb", 1024, where)),
     )

@@ -95,7 +95,7 @@ class Reader:
         tracker: Tracker,
         nursery: trio.Nursery,
         *,
-        cache_bytes: int = 128 << 20,
+        cache_bytes: int = 96 << 20,
         initial_window: int = INITIAL_WINDOW,
         max_window: int = MAX_WINDOW,
     ) -> None:
