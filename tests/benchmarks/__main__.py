@@ -1,0 +1,97 @@
+"""Run the benchmark suite (docs/benchmarks.md): ``python -m tests.benchmarks [--quick] [--only NAME …]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from tests.benchmarks import metadata, random_reads, reread, sequential, upload
+from tests.benchmarks.bench import Bench, open_bench
+from tests.benchmarks.plots import draw
+from tests.benchmarks.report import Section, document, environment, scale_text, source_state
+from tests.benchmarks.scale import FULL, QUICK
+from tests.support.emulator import REPO_ROOT
+
+log = logging.getLogger("tests.benchmarks")
+
+#: In report order. Upload comes after the reads so that it can show their peak RSS.
+SECTIONS: dict[str, Callable[[Bench], Section]] = {
+    sequential.NAME: sequential.run,
+    random_reads.NAME: random_reads.run,
+    metadata.NAME: metadata.run,
+    upload.NAME: upload.run,
+    reread.NAME: reread.run,
+}
+TOOLS = ("nginx", "rclone", "fio", "curl", "unzip", "fusermount3", "cat", "dd", "find")
+RESULTS = REPO_ROOT / "docs" / "benchmarks"
+#: A 1-minute load average above this at the start means the machine is not quiet.
+BUSY = 0.5
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small data: a smoke run of a minute or two")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SECTIONS), metavar="NAME", help="run only these sections"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/trackerfs-bench"), help="scratch directory"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"where results.md and the charts go (default: {RESULTS.relative_to(REPO_ROOT)} for a full run"
+        " of every section, WORKDIR/report otherwise)",
+    )
+    return parser.parse_args(argv)
+
+
+def terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every mount and server is cleaned up."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        print(f"missing programs: {' '.join(missing)} (make bench installs them)", file=sys.stderr)
+        return 2
+    scale = QUICK if args.quick else FULL
+    names = args.only or list(SECTIONS)
+    output = args.output or (RESULTS if not args.quick and not args.only else args.workdir / "report")
+    signal.signal(signal.SIGTERM, terminate)
+    log.info("%s", scale_text(scale))
+    source = source_state()
+    load = os.getloadavg()[0]
+    if load > BUSY:
+        log.warning("load average %.2f: something else is running, the figures will suffer", load)
+
+    sections: list[Section] = []
+    with open_bench(args.workdir, scale) as bench:
+        for name in (name for name in SECTIONS if name in names):
+            log.info("running %s", name)
+            section = SECTIONS[name](bench)
+            sections.append(section)
+            print("\n" + section.markdown() + "\n", flush=True)
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.md").write_text(document(sections, environment(load, source), scale), encoding="utf-8")
+    for section in sections:
+        for chart in section.charts:
+            draw(chart, output)
+    log.info("results in %s", output / "results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The programs that do the reading and writing, each timed by wall clock."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import trio
+
+MB = 1_000_000
+
+
+def timed(command: list[str]) -> float:
+    """Run a command (output discarded, failure raised); its wall time in seconds."""
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def cat(path: Path) -> float:
+    """``cat FILE > /dev/null``."""
+    return timed(["cat", str(path)])
+
+
+def dd(path: Path) -> float:
+    """``dd if=FILE of=/dev/null bs=1M``."""
+    return timed(["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"])
+
+
+def curl_get(url: str) -> float:
+    """``curl -s -o /dev/null URL``: the physical limit of a loopback download."""
+    return timed(["curl", "-s", "-S", "-f", "-o", "/dev/null", url])
+
+
+def httpx_get(url: str) -> float:
+    """One streamed GET with httpx under trio (``aiter_raw``): the ceiling for Python."""
+
+    async def download() -> int:
+        received = 0
+        async with httpx.AsyncClient(timeout=60.0) as client, client.stream("GET", url) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+        return received
+
+    started = time.perf_counter()
+    trio.run(download)
+    return time.perf_counter() - started
+
+
+def write_then_close(source: Path, target: Path, chunk: int = 1 << 20) -> tuple[float, float]:
+    """Copy `source` to `target` in `chunk`-sized writes: seconds in open + write, then in close."""
+    started = time.perf_counter()
+    with source.open("rb") as reader, target.open("wb", buffering=0) as writer:
+        while data := reader.read(chunk):
+            writer.write(data)
+        written = time.perf_counter()
+    return written - started, time.perf_counter() - written
+
+
+def unzip_list(path: Path) -> float:
+    """``unzip -l ARCHIVE``: reads the end of the file and the central directory only."""
+    return timed(["unzip", "-l", str(path)])
+
+
+def mb_per_s(size: int, seconds: float) -> float:
+    """Throughput in MB/s (10^6 bytes per second)."""
+    return size / MB / seconds
+
+
+def median(values: list[float]) -> float:
+    """The median; the one value of a single run."""
+    return statistics.median(values)
+
+
+@dataclass(frozen=True, slots=True)
+class FioResult:
+    """IOPS and throughput of one fio job."""
+
+    iops: float
+    bytes_per_s: float
+    bytes_read: int
+
+
+def fio_random_read(path: Path, block_size: str, seconds: int, size: int) -> FioResult:
+    """Time-based random reads of `block_size` over the whole file (psync, read-only)."""
+    result = subprocess.run(
+        [
+            "fio",
+            "--name=randread",
+            f"--filename={path}",
+            "--readonly",
+            "--rw=randread",
+            f"--bs={block_size}",
+            "--ioengine=psync",
+            "--time_based",
+            f"--runtime={seconds}",
+            f"--size={size}",
+            "--randrepeat=1",
+            "--output-format=json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    job = json.loads(result.stdout)["jobs"][0]["read"]
+    return FioResult(float(job["iops"]), float(job["bw_bytes"]), int(job["io_bytes"]))

@@ -1,0 +1,51 @@
+"""How big the benchmark's data is: the full run and the quick smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+GiB = 1 << 30
+#: Largest page the emulator returns; trackerfs asks for 100 per page by default too.
+PAGE_SIZE = 100
+#: Above the biggest file uploaded, so the emulator never answers 413.
+UPLOAD_LIMIT = 4 * GiB
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """Sizes and counts of one run."""
+
+    name: str
+    big_bytes: int
+    zip_bytes: int
+    zip_members: int
+    issue_files: int
+    project_issues: int
+    files_per_issue: int
+    fio_seconds: int
+    repeats: int
+
+
+FULL = Scale(
+    name="full",
+    big_bytes=GiB,
+    zip_bytes=GiB,
+    zip_members=2000,
+    issue_files=1000,
+    project_issues=1000,
+    files_per_issue=3,
+    fio_seconds=10,
+    repeats=5,
+)
+QUICK = Scale(
+    name="quick",
+    big_bytes=128 * MiB,
+    zip_bytes=128 * MiB,
+    zip_members=250,
+    issue_files=200,
+    project_issues=200,
+    files_per_issue=3,
+    fio_seconds=3,
+    repeats=1,
+)
