@@ -60,6 +60,8 @@ class ReadState:
     window: int = 0
     #: first block after those this reader already scheduled for readahead
     ahead: int = 0
+    #: blocks before this one were dropped from the cache behind this reader
+    released: int = 0
 
     def observe(self, offset: int, end: int, initial: int) -> bool:
         """Record a read of [offset, end); return whether it continues a sequential run."""
@@ -74,6 +76,7 @@ class ReadState:
             self.next_offset = max(end, self.next_offset)
         else:
             self.window, self.run_start, self.next_offset, self.ahead = 0, offset, end, 0
+            self.released = offset // BLOCK_SIZE
         return sequential
 
 
@@ -134,11 +137,20 @@ class Reader:
             parts[0] = parts[0][start:]
             data = b"".join(parts)
         if sequential:
-            # The kernel keeps what a sequential reader consumed (keep_cache); holding it
-            # here too would only double the memory. The last block may be read again.
-            for index in range(max(first - 1, 0), last):
-                self._cache.discard((attachment.id, index))
+            self._release_behind(state, first)
         return data
+
+    def _release_behind(self, state: ReadState, first: int) -> None:
+        """Drop blocks a sequential reader has left behind.
+
+        The kernel keeps what was read (keep_cache), so holding it here as well would
+        only double the memory. A short backward window stays, for the kernel's reads
+        that arrive out of order.
+        """
+        keep_from = first - BACKWARD_SLACK // BLOCK_SIZE
+        for index in range(max(state.released, 0), keep_from):
+            self._cache.discard((state.attachment.id, index))
+        state.released = max(state.released, keep_from)
 
     def statistics(self) -> ReaderStatistics:
         """Counters since the mount (reads, fetches, bytes fetched, cache)."""
