@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trackerfs.core.names import MAX_NAME_BYTES, assign_names, numbered, sanitize, truncate
 from trackerfs.model import Attachment
@@ -82,3 +84,31 @@ def test_sanitised_collisions_are_disambiguated() -> None:
 def test_local_names_are_avoided_by_numbered_names() -> None:
     items = [attachment("1", "a.txt", 1.0), attachment("2", "a.txt", 2.0)]
     assert sorted(assign_names(items, taken={"a (2).txt"})) == ["a (3).txt", "a.txt"]
+
+
+# Long UTF-8 names, and short names of any code points (lone surrogates, NUL, controls).
+names = st.text(st.characters(codec="utf-8"), max_size=300) | st.text(
+    st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=40
+)
+batches = st.lists(st.tuples(names, st.integers(min_value=0, max_value=5)), min_size=1, max_size=25)
+
+
+@given(batches)
+@settings(max_examples=300, deadline=None)
+def test_any_names_become_safe_unique_and_stable(batch: list[tuple[str, int]]) -> None:
+    items = [attachment(str(10000 + n), name, float(day)) for n, (name, day) in enumerate(batch)]
+    first = assign_names(items)
+    assert len(first) == len(items)
+    for name in first:
+        raw = name.encode("utf-8")
+        assert 0 < len(raw) <= MAX_NAME_BYTES
+        assert "/" not in name and "\0" not in name and name not in (".", "..")
+    assert {n: i.id for n, i in assign_names(list(reversed(items))).items()} == {
+        n: i.id for n, i in first.items()
+    }
+
+
+@given(names)
+def test_sanitize_is_idempotent(name: str) -> None:
+    once = sanitize(name)
+    assert sanitize(once) == once
