@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 # Debian packages: FUSE and the build of pyfuse3, then the tools the tests use as a person would.
 APT_BUILD := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
-APT_TEST := attr file unzip rsync curl less libreoffice-writer-nogui
+APT_TEST := attr file unzip rsync curl less vim libreoffice-writer-nogui
 # Only `make bench` needs these: the media host, the peer filesystem and the random-read load.
 APT_BENCH := nginx-light rclone fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -1,4 +1,4 @@
-"""Real desktop applications on the mount: LibreOffice opens, converts and saves in place."""
+"""Real applications on the mount: LibreOffice and vim open, convert and save in place."""
 
 from __future__ import annotations
 
@@ -15,10 +15,7 @@ from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
 
-pytestmark = [
-    pytest.mark.mount,
-    pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed"),
-]
+pytestmark = pytest.mark.mount
 
 
 def soffice(profile: Path, *args: str) -> None:
@@ -39,6 +36,7 @@ def posts(emulator: EmulatorProcess) -> list[str]:
     ]
 
 
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
 def test_libreoffice_converts_into_the_mount_and_saves_in_place(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
@@ -68,3 +66,47 @@ def test_libreoffice_converts_into_the_mount_and_saves_in_place(
     assert names.count("report.docx") == 1
     with zipfile.ZipFile(rich / "report.docx") as saved:
         assert "word/document.xml" in saved.namelist()
+
+
+@pytest.mark.skipif(shutil.which("vim") is None, reason="vim is not installed")
+def test_vim_saves_with_backup_and_swap_as_one_upload(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    mount = make_mount()
+    target = mount.path / case.project / case.rich_issue / "readme.txt"
+    before = target.read_bytes()
+    [old] = [
+        a
+        for a in clean_emulator.attachments()
+        if a["issue"] == case.rich_issue and a["filename"] == "readme.txt"
+    ]
+    clean_emulator.clear_requests()
+    subprocess.run(
+        [
+            "vim",
+            "-u",
+            "NONE",
+            "-N",
+            "-i",
+            "NONE",
+            "-es",
+            "-c",
+            "set backup writebackup backupcopy=auto swapfile",
+            "-c",
+            "normal Goedited in vim",
+            "-c",
+            "wq",
+            str(target),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        cwd=target.parent,
+    )
+    assert target.read_bytes() == before + b"edited in vim\n"
+    assert posts(clean_emulator) == ["readme.txt"], "backup and swap files never reach the tracker"
+    deleted = [r["path"] for r in clean_emulator.requests() if r["method"] == "DELETE"]
+    assert len(deleted) == 1 and old["id"] in deleted[0]
+    assert sorted(os.listdir(target.parent)) == sorted(
+        a["filename"] for a in clean_emulator.attachments() if a["issue"] == case.rich_issue
+    )
