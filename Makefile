@@ -1,33 +1,42 @@
 # trackerfs: set up, run the demo, run the tests.
 #
 #   make demo     apt packages (when missing), a virtualenv, then `trackerfs demo ./tracker`
-#   make test     the same set-up, then the whole test suite
+#   make test     the same set-up plus the tools the tests drive, then the whole test suite
 #   make check    ruff and mypy
-#   make bench    the benchmark suite (docs/benchmarks.md)
+#   make bench    the benchmark suite (docs/benchmarks.md); BENCH_ARGS=--quick for a smoke run
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MOUNTPOINT ?= ./tracker
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-# Debian packages: FUSE and the build of pyfuse3, then the tools the tests use as a person would.
+# Debian packages: FUSE and the build of pyfuse3; the tools the tests use as a person
+# would; and, for `make bench` only, the media host, the peer filesystem and fio.
 APT_BUILD := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
 APT_TEST := attr file unzip rsync curl less vim libreoffice-writer-nogui
-# Only `make bench` needs these: the media host, the peer filesystem and the random-read load.
 APT_BENCH := nginx-light rclone fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps venv demo test check bench clean
-
-deps:
-	@missing=""; for p in $(APT_BUILD) $(APT_TEST); do \
+# $(call apt_install,PACKAGES): install the ones that are missing, with one apt-get run.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+.PHONY: deps test-deps venv demo test check bench clean
+
+deps:
+	$(call apt_install,$(APT_BUILD))
+
+test-deps:
+	$(call apt_install,$(APT_TEST))
 
 $(VENV)/.installed: pyproject.toml | deps
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -42,7 +51,7 @@ venv: deps $(VENV)/.installed
 demo: venv
 	$(BIN)/trackerfs demo $(MOUNTPOINT)
 
-test: venv
+test: venv test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv
@@ -50,14 +59,8 @@ check: venv
 	$(BIN)/ruff format --check trackerfs tests
 	$(BIN)/mypy
 
-bench: venv
-	@missing=""; for p in $(APT_BENCH); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+bench: venv test-deps
+	$(call apt_install,$(APT_BENCH))
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)
 
