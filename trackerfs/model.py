@@ -6,7 +6,7 @@ no I/O and no vendor knowledge beyond opaque ids and URLs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +70,3 @@ class Account:
 
     id: str
     name: str
-    extra: dict[str, str] = field(default_factory=dict)

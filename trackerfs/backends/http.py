@@ -265,7 +265,6 @@ class HttpClient:
             headers={"User-Agent": f"trackerfs/{__version__}"},
             transport=transport or wide_read_transport(limits),
         )
-        self.requests_sent = 0
         self._redirects: TTLCache[str, httpx.URL] = TTLCache(1024, REDIRECT_TTL, timer=trio.current_time)
 
     async def aclose(self) -> None:
@@ -454,7 +453,6 @@ class HttpClient:
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise _transport_error(exc, request) from exc
-            self.requests_sent += 1
             if response.status_code not in (301, 302, 303, 307, 308) or method not in ("GET", "HEAD"):
                 if hop and origin_key is not None and response.status_code < 400:
                     self._redirects[origin_key] = request.url

@@ -60,7 +60,6 @@ class Writer:
         self._uploads = 0
         self._idle = trio.Event()
         self._idle.set()
-        self.uploaded = 0
 
     # -- creating and opening -------------------------------------------------------------
 
@@ -174,7 +173,6 @@ class Writer:
         except BaseException:
             local.dirty = True
             raise
-        self.uploaded += 1
         log.info("uploaded %s/%s as attachment %s", issue.key, node.name, attachment.id)
         replaced = local.replaces
         if local.dirty:
