@@ -43,7 +43,9 @@ EMULATOR_START_TIMEOUT = 60.0
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="trackerfs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="trackerfs", description="Mount the attachments of an issue tracker as files."
+    )
     parser.add_argument("--version", action="version", version=f"trackerfs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -55,14 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
     _add_logging_flags(mount)
     mount.add_argument("profile", help="profile name in the config file")
-    mount.add_argument("mountpoint", type=Path)
+    mount.add_argument("mountpoint", type=Path, help="an existing, empty directory")
     mount.set_defaults(run=command_mount)
 
     demo = commands.add_parser("demo", help="mount the built-in emulator with sample data")
     demo.add_argument("--tracker", choices=sorted(DEMO_PROFILES), default="jira")
     demo.add_argument("--port", type=int, default=0, help="emulator port (default: any free port)")
     _add_logging_flags(demo)
-    demo.add_argument("mountpoint", type=Path)
+    demo.add_argument("mountpoint", type=Path, help="created if missing")
     demo.set_defaults(run=command_demo)
 
     status = commands.add_parser("status", help="files of a profile not (yet) on the tracker")
