@@ -9,7 +9,7 @@ import trio
 
 from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.core.reader import BLOCK_SIZE, open_reader
-from trackerfs.errors import TemporaryError
+from trackerfs.errors import BadResponseError, TemporaryError
 
 MiB = 1 << 20
 DATA = random.Random(7).randbytes(40 * MiB + 12345)
@@ -111,3 +111,12 @@ async def test_block_cache_stays_within_its_budget(tracker: MemoryTracker) -> No
         for offset in range(0, 10 * MiB, BLOCK_SIZE):
             await reader.read(state, offset, BLOCK_SIZE)
         assert reader.statistics().cache.bytes <= 2 * MiB
+
+
+async def test_a_short_answer_is_an_error_and_never_cached(tracker: MemoryTracker) -> None:
+    tracker.short_by = 1000  # one answer ends 1000 bytes early, as a cut response would
+    offset = 3 * BLOCK_SIZE + 10
+    async with open_reader(tracker) as reader:
+        with pytest.raises(BadResponseError):
+            await reader.read(reader.open(attachment(tracker)), offset, 100)
+        assert await reader.read(reader.open(attachment(tracker)), offset, 100) == DATA[offset : offset + 100]

@@ -104,6 +104,9 @@ class Namespace:
         self._file_flights: SingleFlight[tuple[str, str], dict[str, Attachment]] = SingleFlight()
         self._direct_flights: SingleFlight[tuple[str, str], Issue] = SingleFlight()
         self._locals: dict[int, dict[str, Node]] = {}
+        # Counts uploads and deletes made through the mount: a listing that was asked for
+        # before one of them may not show it, and must not replace a newer cached one.
+        self._changes = 0
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, Kind.ROOT, ROOT_INODE, "")}
         self._inodes: dict[tuple[str, ...], int] = {}
         self._next_inode = ROOT_INODE + 1
@@ -217,11 +220,12 @@ class Namespace:
         # be opened by its key.
         issue = self._direct.get((project.key, name))
         if issue is None:
+            changes = self._changes
             issue = await self._direct_flights.run(
                 (project.key, name), lambda: self._tracker.get_issue(project, name)
             )
             self._direct[(project.key, name)] = issue
-            if issue.attachments is not None:
+            if issue.attachments is not None and changes == self._changes:
                 self._store_files(project.key, issue)
         return self._issue_node(directory, name, issue)
 
@@ -247,10 +251,11 @@ class Namespace:
 
     async def _fetch_issues(self, project: Project) -> dict[str, Issue]:
         self._listings += 1
+        changes = self._changes
         issues = await self._tracker.list_issues(project)
         mapping = unique_names((sanitize(issue.key), issue) for issue in issues)
         for issue in issues:
-            if issue.attachments is not None:
+            if issue.attachments is not None and changes == self._changes:
                 self._store_files(project.key, issue)
         self._issues[project.key] = mapping
         inode = self._inodes.get(("project", project.key))
@@ -268,8 +273,13 @@ class Namespace:
         return await self._file_flights.run(key, lambda: self._fetch_files(issue))
 
     async def _fetch_files(self, issue: Issue) -> dict[str, Attachment]:
-        self._listings += 1
-        attachments = await self._tracker.list_attachments(issue)
+        for _ in range(2):
+            self._listings += 1
+            changes = self._changes
+            attachments = await self._tracker.list_attachments(issue)
+            if changes == self._changes:
+                break
+            # Something was uploaded or deleted meanwhile: this answer may predate it.
         return self._store_files(issue.project_key, issue, attachments)
 
     def _store_files(
@@ -326,8 +336,16 @@ class Namespace:
         return node
 
     def make_local(self, node: Node, local: LocalFile) -> None:
-        """Turn an attachment's node into a local file in place (an overwrite began)."""
-        node.kind, node.local = Kind.LOCAL, local
+        """Turn an attachment's node into a local file in place (an overwrite began).
+
+        The node stops naming the attachment: a later listing that still shows it gets a
+        node of its own, and never renames this one back.
+        """
+        if self._inodes.get(node.key) == node.inode:
+            del self._inodes[node.key]
+        node.key = ("local", local.spooled.ident)
+        self._inodes[node.key] = node.inode
+        node.kind, node.local, node.attachment = Kind.LOCAL, local, None
         self._locals.setdefault(node.parent, {})[node.name] = node
 
     def remove_local(self, node: Node) -> None:
@@ -358,6 +376,7 @@ class Namespace:
         node.key = ("attachment", attachment.id)
         self._inodes[node.key] = node.inode
         node.kind, node.attachment, node.local = Kind.ATTACHMENT, attachment, None
+        self._changes += 1
         issue = node.issue
         if issue is not None:
             files = self._files.get((issue.project_key, issue.key))
@@ -366,6 +385,7 @@ class Namespace:
 
     def deleted(self, directory: Node, attachment_id: str) -> None:
         """An attachment of `directory` was deleted: drop it from the cached listing."""
+        self._changes += 1
         issue = directory.issue
         if issue is None:
             return
@@ -379,6 +399,13 @@ class Namespace:
         self._nodes.pop(node.inode, None)
         if self._inodes.get(node.key) == node.inode:
             del self._inodes[node.key]
+
+    def cached_files(self, inode: int) -> dict[str, Attachment]:
+        """The cached attachment listing of an issue directory (empty if none is cached)."""
+        node = self._nodes.get(inode)
+        if node is None or node.issue is None:
+            return {}
+        return dict(self._files.get((node.issue.project_key, node.issue.key)) or {})
 
     def local_nodes(self) -> list[Node]:
         """Every local file currently in the tree."""

@@ -248,13 +248,16 @@ class Reader:
                     held -= BLOCK_SIZE
                     index += 1
         if index < hi:
-            # The last block of the attachment, or a server with fewer bytes than promised.
-            self._publish(attachment, index, _take(pending, held))
-            index += 1
-            if index < hi:
+            # Only the attachment's own last block may be short, and only by its true size:
+            # anything shorter is a cut response, never cached (blocks have no expiry).
+            expected = attachment.size - index * BLOCK_SIZE
+            if index == hi - 1 and held == expected:
+                self._publish(attachment, index, _take(pending, held))
+                index += 1
+            else:
                 raise BadResponseError(
-                    f"attachment {attachment.id} ended at byte {start + (index - lo) * BLOCK_SIZE}"
-                    f" of {attachment.size} promised"
+                    f"attachment {attachment.id}: the answer ended at byte "
+                    f"{index * BLOCK_SIZE + held} of {stop} asked for"
                 )
         return index
 

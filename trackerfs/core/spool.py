@@ -43,6 +43,8 @@ class Manifest:
     created: float = field(default_factory=time.time)
     upload_started: float | None = None
     size: int = 0
+    #: attachments of that name the issue had when the upload started (not this upload)
+    known: list[str] = field(default_factory=list)
 
 
 class SpoolFile:
@@ -99,9 +101,9 @@ class SpoolFile:
             self._fd = None
 
     def discard(self) -> None:
-        """Remove the data and the manifest."""
+        """Remove the manifest, then the data (a crash between leaves only ignored data)."""
         self.close()
-        for path in (self.data_path, self.spool.manifest_path(self.ident)):
+        for path in (self.spool.manifest_path(self.ident), self.data_path):
             path.unlink(missing_ok=True)
 
 
@@ -168,7 +170,12 @@ class Spool:
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable spool manifest %s: %s", path.name, exc)
                 continue
-            found.append(SpoolFile(self, ident, manifest))
+            spooled = SpoolFile(self, ident, manifest)
+            if not spooled.data_path.exists():
+                log.warning("spool manifest %s has no data; dropping it", path.name)
+                path.unlink(missing_ok=True)
+                continue
+            found.append(spooled)
         return found
 
 

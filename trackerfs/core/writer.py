@@ -74,16 +74,19 @@ class Writer:
         """Make `node` a local file before it is changed; copy the attachment unless truncating."""
         if node.kind is Kind.LOCAL and node.local is not None:
             if truncate:
-                node.local.spooled.truncate(0)
-                node.local.dirty = True
+                self.truncate(node.local, 0)
             return node.local
         attachment = node.attachment
         if node.kind is not Kind.ATTACHMENT or attachment is None or node.issue is None:
             raise NotPermittedError(f"{node.name} is not a file")
         local = self._new_local(node.issue, node.name, replaces=attachment.id)
         if not truncate:
-            if attachment.size:
-                await self._copy_in(attachment, local.spooled)
+            try:
+                if attachment.size:
+                    await self._copy_in(attachment, local.spooled)
+            except BaseException:
+                local.spooled.discard()
+                raise
             local.dirty = False
         self.namespace.make_local(node, local)
         return local
@@ -123,9 +126,11 @@ class Writer:
         return written
 
     def truncate(self, local: LocalFile, size: int) -> None:
-        """Set the size of a local file."""
+        """Set the size of a local file; emptying it forgives an earlier refused write."""
         local.spooled.truncate(size)
         local.dirty, local.mtime = True, time.time()
+        if size == 0:
+            local.refused = None
 
     # -- uploading --------------------------------------------------------------------------
 
@@ -156,7 +161,9 @@ class Writer:
         limit = self.limits.upload_limit
         if limit is not None and size > limit:
             raise TooLargeError(f"{node.name}: {size} bytes is over the tracker's limit of {limit}")
+        known = [item.id for item in self.namespace.cached_files(node.parent).values()]
         spooled.save(
+            known=known,
             state=PENDING,
             name=node.name,
             issue=issue.key,
@@ -216,30 +223,55 @@ class Writer:
     # -- removing and renaming ------------------------------------------------------------
 
     async def unlink(self, directory: Node, name: str) -> Node:
-        """Delete an attachment (DELETE on the tracker) or drop a local file."""
+        """Delete an attachment (DELETE on the tracker) or drop a local file.
+
+        A local file whose upload is running is waited for: it is an attachment by the
+        time it is removed, so the tracker loses it too.
+        """
         node = await self.namespace.find(directory, name)
         if node is None:
             raise NotFoundError(name)
         if node.kind is Kind.LOCAL and node.local is not None:
-            local = node.local
-            local.unlinked = True
-            self.namespace.remove_local(node)
-            if local.replaces:
-                await self._delete_replaced(node, local.replaces)
-            if local.handles == 0:
-                local.spooled.discard()
-            return node
+            async with node.local.upload_lock:
+                if node.kind is Kind.LOCAL and node.local is not None:
+                    await self._drop_local(directory, node, node.local)
+                    return node
         if node.kind is not Kind.ATTACHMENT or node.attachment is None:
             raise NotPermittedError(f"{name} is a directory of the tracker")
-        await self.tracker.delete(node.attachment)
-        log.info("deleted attachment %s (%s/%s)", node.attachment.id, directory.name, name)
-        self.namespace.deleted(directory, node.attachment.id)
+        await self._delete(directory, node.attachment.id, name)
         return node
+
+    async def _drop_local(self, directory: Node, node: Node, local: LocalFile) -> None:
+        # The original of an overwrite goes too (its bytes were replaced by the user); if
+        # the tracker refuses, the local file stays and the caller gets the error.
+        if local.replaces:
+            await self._delete(directory, local.replaces, node.name)
+        local.unlinked = True
+        self.namespace.remove_local(node)
+        if local.handles == 0:
+            local.spooled.discard()
+        else:
+            local.spooled.save(temporary=True)  # never uploaded, even after a crash
+
+    async def _delete(self, directory: Node, attachment_id: str, name: str) -> None:
+        """DELETE an attachment; one that is already gone counts as deleted."""
+        try:
+            await self.tracker.delete(Attachment(attachment_id, name, 0, 0.0))
+        except NotFoundError:
+            log.info("attachment %s (%s) was already gone", attachment_id, name)
+        else:
+            log.info("deleted attachment %s (%s/%s)", attachment_id, directory.name, name)
+        self.namespace.deleted(directory, attachment_id)
 
     async def rename(
         self, source_dir: Node, name: str, target_dir: Node, new_name: str, *, no_replace: bool
     ) -> None:
-        """Rename a local file; uploaded attachments cannot be renamed (EXDEV)."""
+        """Rename a local file; uploaded attachments cannot be renamed (EXDEV).
+
+        A rename waits for an upload of the file in progress, after which the file is an
+        attachment (EXDEV: `mv` copies and deletes). Renaming a file that is overwriting an
+        attachment removes that original, as the user's bytes replaced it.
+        """
         node = await self.namespace.find(source_dir, name)
         if node is None:
             raise NotFoundError(name)
@@ -251,23 +283,51 @@ class Writer:
             raise NotPermittedError(f"files live in issue directories, not in {target_dir.name or '/'}")
         if source_dir.inode == target_dir.inode and name == new_name:
             return
-        if node.kind is not Kind.LOCAL or node.local is None:
+        renamed = upload = False
+        if node.kind is Kind.LOCAL and node.local is not None:
+            async with node.local.upload_lock:
+                # Still local once an upload that was running has finished?
+                if node.kind is Kind.LOCAL and node.local is not None:
+                    await self._rename_local(node, node.local, source_dir, target_dir, new_name, no_replace)
+                    renamed = True
+                    upload = not node.local.temporary and node.local.handles == 0
+        if not renamed:
             raise CrossDeviceError(f"{name}: the tracker cannot rename an attachment")
+        if upload:
+            await self.flush(node, last=True)
+
+    async def _rename_local(
+        self,
+        node: Node,
+        local: LocalFile,
+        source_dir: Node,
+        target_dir: Node,
+        new_name: str,
+        no_replace: bool,
+    ) -> None:
         target = await self.namespace.find(target_dir, new_name)
         if target is not None and no_replace:
             raise ExistsError(new_name)
-        local = node.local
-        local.replaces = None
+        if target is not None and target.is_dir:
+            raise NotPermittedError(f"{new_name} is a directory")
+        if local.replaces:
+            await self._delete(source_dir, local.replaces, node.name)
+            local.replaces = None
         if target is not None and target.kind is Kind.LOCAL and target.local is not None:
-            local.replaces = target.local.replaces
-            target.local.unlinked = True
-            self.namespace.remove_local(target)
-            if target.local.handles == 0:
-                target.local.spooled.discard()
+            async with target.local.upload_lock:
+                replaced = target.local.replaces if target.kind is Kind.LOCAL else None
+                if target.kind is Kind.LOCAL and target.local is not None:
+                    target.local.unlinked = True
+                    self.namespace.remove_local(target)
+                    if target.local.handles == 0:
+                        target.local.spooled.discard()
+                    else:
+                        target.local.spooled.save(temporary=True)
+                elif target.attachment is not None:
+                    replaced = target.attachment.id
+            local.replaces = replaced
         elif target is not None and target.attachment is not None:
             local.replaces = target.attachment.id
-        elif target is not None:
-            raise NotPermittedError(f"{new_name} is a directory")
         self.namespace.move_local(node, target_dir, new_name)
         local.temporary = is_temporary(new_name)
         issue = target_dir.issue
@@ -279,31 +339,28 @@ class Writer:
             temporary=local.temporary,
             replaces=local.replaces,
         )
-        if not local.temporary and local.handles == 0:
-            await self.flush(node, last=True)
 
-    async def release(self, node: Node, *, writable: bool) -> None:
-        """An open handle went away; a file left empty by its writer is uploaded now.
+    async def release(self, node: Node, local: LocalFile, *, writable: bool) -> None:
+        """An open handle of `local` went away; a file left empty by its writer is uploaded now.
 
         (Errors here reach no caller, so they are logged; a file that failed to upload
         at close is not retried here but stays in the spool for the next mount.)
         """
-        local = node.local
-        if local is None:
-            return
         local.handles = max(0, local.handles - 1)
         if local.handles:
             return
         if local.unlinked:
             local.spooled.discard()
             return
-        if not writable or local.written:
+        if node.local is not local:
+            # Already uploaded (the node names the attachment now) or replaced.
             local.spooled.close()
             return
-        try:
-            await self.flush(node, last=True)
-        except TrackerError as exc:
-            log.error("%s/%s was not uploaded: %s", node.issue.key if node.issue else "?", node.name, exc)
+        if writable and not local.written:
+            try:
+                await self.flush(node, last=True)
+            except TrackerError as exc:
+                log.error("%s/%s was not uploaded: %s", node.issue.key if node.issue else "?", node.name, exc)
         if node.local is local:
             local.spooled.close()
 
@@ -314,18 +371,21 @@ class Writer:
         for spooled in self.spool.leftovers():
             manifest = spooled.manifest
             where = f"{manifest.issue}/{manifest.name}"
-            if manifest.temporary:
-                spooled.discard()
-                continue
-            if manifest.state != PENDING:
-                target = move_to_recovery(self.state_dir, spooled)
-                log.warning("%s was still being written when trackerfs stopped; kept at %s", where, target)
-                continue
             try:
-                await self._finish(spooled)
+                if manifest.temporary:
+                    spooled.discard()
+                elif manifest.state != PENDING:
+                    target = move_to_recovery(self.state_dir, spooled)
+                    log.warning(
+                        "%s was still being written when trackerfs stopped; kept at %s", where, target
+                    )
+                else:
+                    await self._finish(spooled)
             except TrackerError as exc:
                 target = move_to_recovery(self.state_dir, spooled)
                 log.error("could not upload %s left from an earlier run (%s); kept at %s", where, exc, target)
+            except OSError as exc:
+                log.error("could not recover %s from the spool: %s", where, exc)
 
     async def _finish(self, spooled: SpoolFile) -> None:
         manifest = spooled.manifest
@@ -333,9 +393,11 @@ class Writer:
         issue = await self.tracker.get_issue(project, manifest.issue)
         size = spooled.size()
         started = manifest.upload_started or manifest.created
+        before = set(manifest.known) | {manifest.replaces or ""}
         for existing in await self.tracker.list_attachments(issue):
             if (
-                existing.filename == manifest.name
+                existing.id not in before
+                and existing.filename == manifest.name
                 and existing.size == size
                 and existing.created >= started - SAME_UPLOAD_SLACK
             ):

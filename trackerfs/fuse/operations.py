@@ -91,8 +91,8 @@ class OpenFile:
     node: Node
     reading: ReadState | None
     writable: bool
-    #: whether this handle counts in its local file's `handles`
-    holds_local: bool = False
+    #: the local file whose `handles` count includes this handle (versions change)
+    local: LocalFile | None = None
 
 
 class Operations(pyfuse3.Operations):
@@ -239,7 +239,7 @@ class Operations(pyfuse3.Operations):
         fh = next(self._handles)
         if node.kind is Kind.LOCAL and node.local is not None:
             node.local.handles += 1
-            self._files[fh] = OpenFile(node, None, writable, holds_local=True)
+            self._files[fh] = OpenFile(node, None, writable, local=node.local)
             return FileInfo(fh=FileHandleT(fh), keep_cache=False)
         assert node.attachment is not None
         self._files[fh] = OpenFile(node, self.reader.open(node.attachment), writable)
@@ -273,9 +273,11 @@ class Operations(pyfuse3.Operations):
 
     async def _local_for_change(self, handle: OpenFile) -> LocalFile:
         local = await self.writer.begin_overwrite(handle.node, truncate=False)
-        if not handle.holds_local:
+        if handle.local is not local:
+            if handle.local is not None:
+                await self.writer.release(handle.node, handle.local, writable=handle.writable)
             local.handles += 1
-            handle.holds_local = True
+            handle.local = local
         return local
 
     @handler
@@ -293,8 +295,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def release(self, fh: FileHandleT) -> None:
         handle = self._files.pop(fh, None)
-        if handle is not None and handle.holds_local:
-            await self.writer.release(handle.node, writable=handle.writable)
+        if handle is not None and handle.local is not None:
+            await self.writer.release(handle.node, handle.local, writable=handle.writable)
 
     @handler
     async def setattr(
