@@ -332,15 +332,24 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def test_download_via_media_redirect(
+@pytest.fixture
+def big_via_media(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
-) -> None:
+) -> tuple[Path, dict]:
+    """The big file on a mount that follows Jira's 303 to the media host, and its record."""
     if case.id != "jira-cloud":
         pytest.skip("only Jira Cloud redirects content to a media host")
     mount = make_mount(download="redirect")
     big = mount.path / case.project / case.rich_issue / case.big_file
     item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == case.big_file)
     os.listdir(big.parent)
+    return big, item
+
+
+def test_download_via_media_redirect(
+    big_via_media: tuple[Path, dict], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    big, item = big_via_media
     clean_emulator.clear_requests()
     assert sha256(big) == item["sha256"]
     requests = clean_emulator.requests()
@@ -351,13 +360,9 @@ def test_download_via_media_redirect(
 
 
 def test_rejected_signed_url_is_asked_for_again(
-    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+    big_via_media: tuple[Path, dict], clean_emulator: EmulatorProcess
 ) -> None:
-    if case.id != "jira-cloud":
-        pytest.skip("only Jira Cloud redirects content to a media host")
-    mount = make_mount(download="redirect")
-    big = mount.path / case.project / case.rich_issue / case.big_file
-    item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    big, item = big_via_media
     content = clean_emulator.content(item["id"])
     with big.open("rb") as handle:
         assert handle.read(4096) == content[:4096]
