@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -316,7 +317,6 @@ def test_expired_ttl_shows_attachment_added_behind_the_mount(
     before = set(os.listdir(issue_dir))
     added = case.attach_behind(clean_emulator, case.plain_issue, "late.txt", b"added later\n")
     assert set(os.listdir(issue_dir)) == before, "a cached listing must not change within its TTL"
-    import time
 
     deadline = time.monotonic() + 15
     while "late.txt" not in os.listdir(issue_dir):
@@ -370,7 +370,13 @@ def test_rejected_signed_url_is_asked_for_again(
         clean_emulator.fault(origin="media", path="/file/", status=403, count=1)
         handle.seek(6 * MiB)
         assert handle.read(4096) == content[6 * MiB : 6 * MiB + 4096]
-    sequence = [(r["origin"], r["status"]) for r in clean_emulator.requests()]
-    refused = sequence.index(("media", 403))
-    asked = sequence.index(("api", 303), refused)
-    assert ("media", 206) in sequence[asked:], sequence
+    # Fetches run in the background: wait until the one that was refused has finished.
+    deadline = time.monotonic() + 10
+    while True:
+        sequence = [(r["origin"], r["status"]) for r in clean_emulator.requests()]
+        refused = sequence.index(("media", 403))
+        asked = sequence.index(("api", 303), refused) if ("api", 303) in sequence[refused:] else None
+        if asked is not None and ("media", 206) in sequence[asked:]:
+            break
+        assert time.monotonic() < deadline, sequence
+        time.sleep(0.05)
