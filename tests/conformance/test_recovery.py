@@ -176,3 +176,15 @@ def test_full_spool_disk_gives_enospc_and_uploads_nothing(
             assert stored(clean_emulator, case.plain_issue, "huge.bin") == []
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_real_file_with_a_temporary_looking_name_is_kept_at_unmount(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    mount = mount_at(tmp_path / "w", case, clean_emulator).start()
+    (mount.path / case.project / case.plain_issue / ".env.sample").write_bytes(b"KEY=value\n")
+    assert stored(clean_emulator, case.plain_issue, ".env.sample") == []
+    assert mount.unmount() == 0
+    kept = next((mount.state / "recovered").rglob(".env.sample"))
+    assert kept.read_bytes() == b"KEY=value\n"
+    assert "looks like a temporary file" in mount.log_text()

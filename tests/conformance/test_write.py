@@ -82,7 +82,7 @@ def test_cp_in_uploads_once_with_the_right_bytes(
 def test_non_ascii_and_odd_names_arrive_intact(
     issue_dir: Path, case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
-    names = ["résumé ünïcode.txt", "with space & 'quote'.txt", "日本語.md", ".env.sample"]
+    names = ["résumé ünïcode.txt", "with space & 'quote'.txt", "日本語.md", ".env"]
     for index, name in enumerate(names):
         (issue_dir / name).write_bytes(f"file {index}\n".encode())
     assert sorted(a["filename"] for a in stored(clean_emulator, case.plain_issue)) == sorted(names)

@@ -31,11 +31,16 @@ PATTERNS = (
     ".fuse_hidden*",
 )
 _GLOBS = re.compile("|".join(fnmatch.translate(pattern) for pattern in PATTERNS))
-#: rsync writes `.NAME.XXXXXX`; requiring a capital or a digit among the six keeps names
-#: such as `.env.sample` from being taken for one.
-_RSYNC = re.compile(r"^\..+\.(?=[A-Za-z0-9]*[A-Z0-9])[A-Za-z0-9]{6}$")
+#: rsync writes `.NAME.XXXXXX` (six random letters and digits). A real file can look the
+#: same (`.env.sample`), so such names are also "ambiguous": kept, never thrown away.
+_RSYNC = re.compile(r"^\..+\.[A-Za-z0-9]{6}$")
 
 
 def is_temporary(name: str) -> bool:
     """Whether `name` is an application's temporary or lock file."""
     return bool(_GLOBS.match(name) or _RSYNC.match(name))
+
+
+def is_ambiguous(name: str) -> bool:
+    """Whether a temporary-looking `name` could also be a real file's name."""
+    return not _GLOBS.match(name) and bool(_RSYNC.match(name))

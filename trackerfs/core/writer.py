@@ -26,7 +26,7 @@ import trio
 from trackerfs.backends.base import Tracker
 from trackerfs.core.namespace import Kind, Namespace, Node
 from trackerfs.core.spool import OPEN, PENDING, LocalFile, Manifest, Spool, SpoolFile, move_to_recovery
-from trackerfs.core.tempnames import is_temporary
+from trackerfs.core.tempnames import is_ambiguous, is_temporary
 from trackerfs.errors import (
     CrossDeviceError,
     ExistsError,
@@ -372,7 +372,12 @@ class Writer:
             manifest = spooled.manifest
             where = f"{manifest.issue}/{manifest.name}"
             try:
-                if manifest.temporary:
+                if manifest.temporary and is_ambiguous(manifest.name) and spooled.data_path.stat().st_size:
+                    target = move_to_recovery(self.state_dir, spooled)
+                    log.warning(
+                        "%s looks like a temporary file and was not uploaded; kept at %s", where, target
+                    )
+                elif manifest.temporary:
                     spooled.discard()
                 elif manifest.state != PENDING:
                     target = move_to_recovery(self.state_dir, spooled)
@@ -423,13 +428,22 @@ class Writer:
         spooled.discard()
 
     def close(self) -> None:
-        """At unmount: drop temporary files; say what stays in the spool for the next mount."""
+        """At unmount: drop temporary files; say what stays in the spool for the next mount.
+
+        A file whose name only looks like rsync's temporary (`.env.sample`) may be a real
+        file that was copied in: it goes to the recovery folder instead of away.
+        """
         kept = 0
         for node in self.namespace.local_nodes():
             local = node.local
             if local is None:
                 continue
-            if local.temporary:
+            if local.temporary and is_ambiguous(node.name) and local.size:
+                target = move_to_recovery(self.state_dir, local.spooled)
+                log.warning(
+                    "%s looks like a temporary file, so it was not uploaded; kept at %s", node.name, target
+                )
+            elif local.temporary:
                 local.spooled.discard()
             else:
                 local.spooled.close()
