@@ -193,17 +193,13 @@ class Writer:
             await self._delete_replaced(node, replaced)
 
     async def _delete_replaced(self, node: Node, attachment_id: str) -> None:
-        directory = self.namespace.node(node.parent)
+        """After an upload: delete the attachment it replaces; a refusal is only logged."""
         try:
-            await self.tracker.delete(Attachment(attachment_id, node.name, 0, 0.0))
-        except NotFoundError:
-            pass
+            await self._delete(self.namespace.node(node.parent), attachment_id, node.name)
         except TrackerError as exc:
             log.warning(
                 "uploaded %s, but the attachment it replaces (%s) remains: %s", node.name, attachment_id, exc
             )
-            return
-        self.namespace.deleted(directory, attachment_id)
 
     @contextmanager
     def _busy(self) -> Iterator[None]:
