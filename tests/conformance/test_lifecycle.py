@@ -32,6 +32,11 @@ def trackerfs(
     )
 
 
+def profile_config(path: Path, name: str, case: TrackerCase, url: str, **keys: str) -> Path:
+    """A private config file with one profile of `case`'s tracker at `url`."""
+    return write_config(path, name, {"tracker": case.tracker, "url": url, **keys, **case.profile})
+
+
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -67,16 +72,13 @@ def test_background_mount_returns_once_mounted(
 ) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    config = write_config(
+    config = profile_config(
         tmp_path / "config.toml",
         "bg",
-        {
-            "tracker": case.tracker,
-            "url": emulator.base_url,
-            "token_env": TOKEN_ENV,
-            "spool_dir": str(tmp_path / "state"),
-            **case.profile,
-        },
+        case,
+        emulator.base_url,
+        token_env=TOKEN_ENV,
+        spool_dir=str(tmp_path / "state"),
     )
     env = dict(os.environ, **{TOKEN_ENV: emulator.token})
     try:
@@ -125,15 +127,8 @@ def test_config_errors_are_one_clear_line(
     missing = trackerfs("mount", "--config", str(tmp_path / "nope.toml"), "x", str(mnt))
     assert missing.returncode == 2 and "does not exist" in one_line_error(missing)
 
-    config = write_config(
-        tmp_path / "c.toml",
-        "p",
-        {
-            "tracker": case.tracker,
-            "url": emulator.base_url,
-            "token_env": "UNSET_TOKEN_VARIABLE",
-            **case.profile,
-        },
+    config = profile_config(
+        tmp_path / "c.toml", "p", case, emulator.base_url, token_env="UNSET_TOKEN_VARIABLE"
     )
     no_profile = trackerfs("mount", "--config", str(config), "other", str(mnt))
     assert no_profile.returncode == 2 and "no profile 'other'" in one_line_error(no_profile)
@@ -164,11 +159,7 @@ def test_token_file_readable_by_others_is_refused(
     token = tmp_path / "token"
     token.write_text(emulator.token)
     token.chmod(0o644)
-    config = write_config(
-        tmp_path / "c.toml",
-        "p",
-        {"tracker": case.tracker, "url": emulator.base_url, "token_file": str(token), **case.profile},
-    )
+    config = profile_config(tmp_path / "c.toml", "p", case, emulator.base_url, token_file=str(token))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     done = trackerfs("mount", "--foreground", "--config", str(config), "p", str(mnt))
@@ -183,11 +174,7 @@ def test_wrong_credentials_and_unreachable_tracker(
 ) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    config = write_config(
-        tmp_path / "c.toml",
-        "p",
-        {"tracker": case.tracker, "url": emulator.base_url, "token_env": TOKEN_ENV, **case.profile},
-    )
+    config = profile_config(tmp_path / "c.toml", "p", case, emulator.base_url, token_env=TOKEN_ENV)
     wrong = trackerfs(
         "mount",
         "--foreground",
@@ -202,11 +189,7 @@ def test_wrong_credentials_and_unreachable_tracker(
     assert "wrong-token-value" not in wrong.stderr
     assert not os.path.ismount(mnt)
 
-    closed = write_config(
-        tmp_path / "d.toml",
-        "p",
-        {"tracker": case.tracker, "url": "http://127.0.0.1:9", "token_env": TOKEN_ENV, **case.profile},
-    )
+    closed = profile_config(tmp_path / "d.toml", "p", case, "http://127.0.0.1:9", token_env=TOKEN_ENV)
     down = trackerfs(
         "mount", "--config", str(closed), "p", str(mnt), env=dict(os.environ, **{TOKEN_ENV: "t0ken"})
     )
