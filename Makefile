@@ -58,6 +58,8 @@ check: venv
 	$(BIN)/ruff check trackerfs tests
 	$(BIN)/ruff format --check trackerfs tests
 	$(BIN)/mypy
+	@# The trimmed vendor specs in tests/specs/ match the full ones, where those are at hand.
+	@if [ -d ../shared/specs ]; then $(BIN)/python -m tests.specs.trim --check; fi
 
 bench: venv test-deps
 	$(call apt_install,$(APT_BENCH))

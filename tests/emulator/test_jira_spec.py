@@ -17,7 +17,9 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared/specs/jira-cloud-v3.json"
+#: The parts of Atlassian's spec the emulator serves, kept in the repository (tests/specs/trim.py
+#: cuts them from the full spec), so these tests run from any clean clone.
+SPEC_PATH = Path(__file__).resolve().parents[1] / "specs/jira-cloud-v3.json"
 SPEC_HOST = "https://your-domain.atlassian.net"
 V3 = "/rest/api/3"
 UPLOAD_HEADERS = {"X-Atlassian-Token": "no-check"}
@@ -44,8 +46,6 @@ def jira_date_time(value: Any) -> bool:
 @pytest.fixture(scope="session")
 def openapi() -> OpenAPI:
     """The Jira Cloud v3 spec, loaded once (2.4 MB; the spec itself is not re-validated)."""
-    if not SPEC_PATH.exists():
-        pytest.skip(f"Jira spec not found at {SPEC_PATH}")
     spec = json.loads(SPEC_PATH.read_text())
     return OpenAPI.from_dict(
         spec,
