@@ -13,6 +13,8 @@ byte-budgeted LRU.
 - A fetch streams one HTTP range for a run of missing blocks and publishes each block as
   soon as its bytes arrive; concurrent readers of a block wait for the same fetch.
 - A connection dropped mid-fetch is resumed from the first missing block.
+- With an on-disk content cache (`core.content_cache`), blocks found there are read from
+  disk instead of fetched, and every fetched block is handed to it (write behind).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import trio
 
 from trackerfs.backends.base import Tracker
 from trackerfs.core.cache import BlockCache, CacheStatistics, Future
+from trackerfs.core.content_cache import ContentCache
 from trackerfs.errors import BadResponseError, TemporaryError, TrackerError, UnreachableError
 from trackerfs.model import Attachment
 
@@ -40,6 +43,9 @@ MAX_WINDOW = 64 << 20
 #: kernel's readahead sends several reads at once and they may arrive out of order.
 BACKWARD_SLACK = 8 * BLOCK_SIZE
 FETCH_RESUMES = 2
+#: Blocks read from the disk cache per worker-thread call: a reader waiting for the first
+#: of them does not wait for a whole readahead window to come off the disk.
+DISK_RUN = 8
 
 BlockKey = tuple[str, int]
 
@@ -87,6 +93,7 @@ class ReaderStatistics:
     reads: int = 0
     fetches: int = 0
     bytes_fetched: int = 0
+    disk_reads: int = 0
     cache: CacheStatistics = field(default_factory=CacheStatistics)
 
 
@@ -101,9 +108,11 @@ class Reader:
         cache_bytes: int = 96 << 20,
         initial_window: int = INITIAL_WINDOW,
         max_window: int = MAX_WINDOW,
+        content: ContentCache | None = None,
     ) -> None:
         self._tracker = tracker
         self._nursery = nursery
+        self._content = content
         self._cache: BlockCache[BlockKey] = BlockCache(cache_bytes)
         self._pending: dict[BlockKey, Future[bytes]] = {}
         self.initial_window = max(initial_window, BLOCK_SIZE)
@@ -155,7 +164,9 @@ class Reader:
     def statistics(self) -> ReaderStatistics:
         """Counters since the mount (reads, fetches, bytes fetched, cache)."""
         stats = self._stats
-        return ReaderStatistics(stats.reads, stats.fetches, stats.bytes_fetched, self._cache.statistics())
+        return ReaderStatistics(
+            stats.reads, stats.fetches, stats.bytes_fetched, stats.disk_reads, self._cache.statistics()
+        )
 
     def _read_ahead(self, state: ReadState, after: int) -> None:
         """Keep at least half a window of blocks after `after` cached or on the way."""
@@ -177,18 +188,50 @@ class Reader:
         return key in self._cache or key in self._pending
 
     def _fetch_missing(self, attachment: Attachment, lo: int, hi: int) -> None:
-        """Start one fetch per run of consecutive blocks in [lo, hi) not cached or pending."""
+        """Start one fetch per run of consecutive blocks in [lo, hi) not cached or pending.
+
+        Runs of blocks the disk cache holds are read from disk instead (at most DISK_RUN
+        blocks per read).
+        """
         hi = min(hi, self._block_count(attachment))
         index = lo
         while index < hi:
             if self._present(attachment, index):
                 index += 1
                 continue
+            on_disk = self._on_disk(attachment, index)
             run_start = index
-            while index < hi and not self._present(attachment, index):
+            while (
+                index < hi
+                and not self._present(attachment, index)
+                and self._on_disk(attachment, index) == on_disk
+                and not (on_disk and index - run_start >= DISK_RUN)
+            ):
                 self._pending[(attachment.id, index)] = Future()
                 index += 1
-            self._nursery.start_soon(self._fetch, attachment, run_start, index)
+            task = self._load if on_disk else self._fetch
+            self._nursery.start_soon(task, attachment, run_start, index)
+
+    def _on_disk(self, attachment: Attachment, index: int) -> bool:
+        return self._content is not None and self._content.has(attachment, index)
+
+    async def _load(self, attachment: Attachment, lo: int, hi: int) -> None:
+        """Blocks [lo, hi) from the disk cache; fetched after all if the disk lets us down."""
+        assert self._content is not None
+        try:
+            blocks = await self._content.read(attachment, lo, hi)
+        except Exception:
+            log.exception("reading attachment %s from the content cache failed", attachment.id)
+            blocks = None
+        except BaseException:
+            self._fail(attachment, lo, hi, TemporaryError("disk read cancelled"))
+            raise
+        if blocks is None:
+            await self._fetch(attachment, lo, hi)
+            return
+        self._stats.disk_reads += 1
+        for index, block in enumerate(blocks, start=lo):
+            self._publish(attachment, index, block, fetched=False)
 
     async def _block(self, attachment: Attachment, index: int) -> bytes:
         key = (attachment.id, index)
@@ -261,9 +304,11 @@ class Reader:
                 )
         return index
 
-    def _publish(self, attachment: Attachment, index: int, data: bytes) -> None:
+    def _publish(self, attachment: Attachment, index: int, data: bytes, *, fetched: bool = True) -> None:
         key = (attachment.id, index)
         self._cache.put(key, data)
+        if fetched and self._content is not None:
+            self._content.store(attachment, index, data)
         pending = self._pending.pop(key, None)
         if pending is not None:
             pending.set(data)
@@ -293,8 +338,19 @@ def _take(views: deque[memoryview], size: int) -> bytes:
 
 
 @asynccontextmanager
-async def open_reader(tracker: Tracker, **options: int) -> AsyncIterator[Reader]:
-    """A Reader whose background fetches run in a nursery that ends with the block."""
+async def open_reader(
+    tracker: Tracker, *, content: ContentCache | None = None, **options: int
+) -> AsyncIterator[Reader]:
+    """A Reader whose background fetches run in a nursery that ends with the block.
+
+    A content cache is loaded first, written behind in the same nursery, and drained
+    when the block ends normally (an unmount), so what was fetched survives the mount.
+    """
     async with trio.open_nursery() as nursery:
-        yield Reader(tracker, nursery, **options)
+        if content is not None:
+            await content.load()
+            await nursery.start(content.serve)
+        yield Reader(tracker, nursery, content=content, **options)
+        if content is not None:
+            await content.drain()
         nursery.cancel_scope.cancel()

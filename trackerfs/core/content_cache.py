@@ -1,0 +1,452 @@
+"""Attachment bytes on local disk, kept across remounts within a byte budget.
+
+Attachments are immutable (an id always names the same bytes), so what was fetched once
+never needs fetching again. The cache keeps, per profile, one sparse data file per
+attachment and a small index of which blocks of it are present:
+
+    DIR/ab/abcdef….data    the bytes, at their own offsets (holes where nothing is cached)
+    DIR/ab/abcdef….json    {"id", "size", "checksum", "blocks": [[lo, hi], …]}
+
+The file names are a hash of the attachment id (ids come from servers: untrusted text).
+
+- **Write behind.** The reader hands over every block it fetched; a worker thread writes
+  them in batches. When the disk falls behind, blocks are skipped rather than queued
+  without bound, so a cold read is never slowed to the disk's pace.
+- **Crash-safe.** A batch writes the data, fsyncs it, then replaces the index
+  atomically (temp, fsync, rename). The index never names a block whose bytes are not
+  on disk, so a kill -9 or a power loss mid-fill leaves blocks missing, never wrong. A
+  data file shorter than its index claims is dropped when read.
+- **Verified.** An entry whose recorded size differs from the attachment's is dropped.
+  Once every block of an attachment with a vendor checksum is present, the file is
+  hashed; a mismatch drops the entry, so the next read fetches again.
+- **Bounded.** The budget counts cached bytes; the least recently used attachments are
+  evicted whole. A budget of 0 turns the cache off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trackerfs.model import Attachment
+
+log = logging.getLogger(__name__)
+
+#: Bytes of fetched blocks that may wait for the disk; beyond it, blocks are not cached.
+WRITE_BEHIND_BYTES = 64 << 20
+#: How often (seconds) a cache hit refreshes an entry's last use on disk.
+TOUCH_INTERVAL = 60.0
+#: Checksum algorithms the cache can verify, as `ALGORITHM:HEX` in `Attachment.checksum`.
+ALGORITHMS = frozenset({"md5", "sha1", "sha256"})
+
+
+def entry_name(attachment_id: str) -> str:
+    """A file name for an attachment id, safe whatever the id holds."""
+    return hashlib.sha256(attachment_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+@dataclass(slots=True)
+class Runs:
+    """A set of block indices held as sorted, disjoint [lo, hi) runs."""
+
+    runs: list[list[int]] = field(default_factory=list)
+
+    def __contains__(self, index: int) -> bool:
+        return any(lo <= index < hi for lo, hi in self.runs)
+
+    def with_indices(self, indices: Iterable[int]) -> Runs:
+        """A new set with `indices` added."""
+        return Runs(_coalesce([*self.runs, *([index, index + 1] for index in indices)]))
+
+    def count(self) -> int:
+        """How many indices the set holds."""
+        return sum(hi - lo for lo, hi in self.runs)
+
+
+def _coalesce(runs: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for lo, hi in sorted(runs):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+@dataclass(slots=True)
+class Entry:
+    """What the cache holds of one attachment."""
+
+    ident: str
+    size: int
+    checksum: str
+    blocks: Runs
+    last_used: float
+    verified: bool = False
+    #: when a hit last refreshed the index's time on disk
+    touched: float = 0.0
+
+
+@dataclass(slots=True)
+class ContentCacheStatistics:
+    """Counters of the on-disk cache since the mount."""
+
+    hits: int = 0
+    misses: int = 0
+    written_bytes: int = 0
+    skipped_bytes: int = 0
+    evictions: int = 0
+    dropped: int = 0
+    entries: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class _Write:
+    """One attachment's share of a write-behind batch, prepared on the trio thread."""
+
+    entry: Entry
+    blocks: list[tuple[int, bytes]]
+    after: Runs
+    verify: bool
+    #: no index names this attachment yet: whatever its data file holds is stale
+    fresh: bool
+    error: str | None = None
+    mismatch: bool = False
+
+
+class ContentCache:
+    """Blocks of attachments on disk, by attachment id; see the module docstring.
+
+    Bookkeeping (which blocks are where, the budget, eviction) happens on the trio
+    thread; worker threads only read, write, hash and remove files.
+    """
+
+    def __init__(self, directory: Path, budget: int, block_size: int) -> None:
+        self.directory = directory
+        self.budget = budget
+        self.block_size = block_size
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._bytes = 0
+        self._queue: list[tuple[Attachment, int, bytes]] = []
+        self._queued_bytes = 0
+        self._wakeup = trio.Event()
+        self._writing = trio.Lock()
+        #: ids discarded while a batch that holds them was being written
+        self._discarded: set[str] = set()
+        self._stats = ContentCacheStatistics()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the cache stores anything at all (a budget above 0)."""
+        return self.budget > 0
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the indexes left by earlier mounts (in a worker thread)."""
+        if not self.enabled:
+            return
+        entries = await trio.to_thread.run_sync(self._scan)
+        for entry in sorted(entries, key=lambda item: item.last_used):
+            self._entries[entry.ident] = entry
+            self._bytes += self._entry_bytes(entry)
+        log.debug("content cache %s: %d attachments, %d bytes", self.directory, len(entries), self._bytes)
+        await self._evict(self._bytes - self.budget)
+
+    def _scan(self) -> list[Entry]:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = []
+        for path in self.directory.glob("*/*.json"):
+            try:
+                entry = _read_index(path)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning("dropping an unreadable content cache index %s: %s", path.name, exc)
+                _remove(path, path.with_suffix(".data"))
+                continue
+            if path.stem != entry_name(entry.ident):
+                _remove(path, path.with_suffix(".data"))
+                continue
+            found.append(entry)
+        for stray in self.directory.glob("*/*.tmp"):
+            stray.unlink(missing_ok=True)
+        return found
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued blocks to disk until cancelled (run in the mount's nursery)."""
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Write every block queued so far (the writer task, unmount, tests)."""
+        async with self._writing:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                writes = self._prepare(batch)
+                try:
+                    await trio.to_thread.run_sync(self._write_files, writes)
+                finally:
+                    self._queued_bytes -= sum(len(data) for _, _, data in batch)
+                await self._commit(writes)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def has(self, attachment: Attachment, index: int) -> bool:
+        """Whether block `index` of `attachment` is on disk (no I/O)."""
+        entry = self._entries.get(attachment.id)
+        return entry is not None and entry.size == attachment.size and index in entry.blocks
+
+    async def read(self, attachment: Attachment, lo: int, hi: int) -> list[bytes] | None:
+        """Blocks [lo, hi) from disk, or None when any of them is missing or damaged."""
+        entry = self._entries.get(attachment.id)
+        if entry is None or not all(self.has(attachment, index) for index in range(lo, hi)):
+            self._stats.misses += 1
+            return None
+        touch = time.time() - entry.touched > TOUCH_INTERVAL
+        blocks = await trio.to_thread.run_sync(self._read_blocks, attachment, lo, hi, touch)
+        if blocks is None:
+            if self._entries.get(attachment.id) is entry:
+                await self._drop(entry, "its data file is shorter than its index says")
+            self._stats.misses += 1
+            return None
+        self._stats.hits += 1
+        if attachment.id in self._entries:
+            self._entries.move_to_end(attachment.id)
+        entry.last_used = time.time()
+        if touch:
+            entry.touched = entry.last_used
+        return blocks
+
+    def _read_blocks(self, attachment: Attachment, lo: int, hi: int, touch: bool) -> list[bytes] | None:
+        try:
+            with self._data_path(attachment.id).open("rb") as data:
+                out = []
+                for index in range(lo, hi):
+                    want = self._block_length(attachment.size, index)
+                    block = os.pread(data.fileno(), want, index * self.block_size)
+                    if len(block) != want:
+                        return None
+                    out.append(block)
+            if touch:
+                # The index's mtime is the entry's last use for the next mount's LRU order.
+                with contextlib.suppress(OSError):
+                    os.utime(self._index_path(attachment.id))
+            return out
+        except OSError:
+            return None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def store(self, attachment: Attachment, index: int, data: bytes) -> None:
+        """Queue a fetched block for the disk; skipped when the disk is behind."""
+        if not self.enabled or attachment.size > self.budget or self.has(attachment, index):
+            return
+        if not data or len(data) != self._block_length(attachment.size, index):
+            return  # only whole blocks (the last one by the attachment's true size)
+        if self._queued_bytes + len(data) > WRITE_BEHIND_BYTES:
+            self._stats.skipped_bytes += len(data)
+            return
+        self._queue.append((attachment, index, data))
+        self._queued_bytes += len(data)
+        self._wakeup.set()
+
+    def _prepare(self, batch: list[tuple[Attachment, int, bytes]]) -> list[_Write]:
+        grouped: dict[str, list[tuple[Attachment, int, bytes]]] = {}
+        for item in batch:
+            grouped.setdefault(item[0].id, []).append(item)
+        writes = []
+        for ident, items in grouped.items():
+            attachment = items[0][0]
+            entry = self._entries.get(ident)
+            fresh = entry is None or entry.size != attachment.size
+            if entry is None or fresh:
+                entry = Entry(ident, attachment.size, attachment.checksum, Runs(), time.time())
+            blocks = [(index, data) for _, index, data in items if index not in entry.blocks]
+            after = entry.blocks.with_indices(index for index, _ in blocks)
+            verify = bool(entry.checksum) and after.count() >= self._block_count(entry.size)
+            self._discarded.discard(ident)
+            writes.append(_Write(entry, blocks, after, verify, fresh))
+        return writes
+
+    def _write_files(self, writes: list[_Write]) -> None:
+        for write in writes:
+            try:
+                self._write_one(write)
+            except OSError as exc:
+                write.error = exc.strerror or str(exc)
+
+    def _write_one(self, write: _Write) -> None:
+        entry = write.entry
+        data_path = self._data_path(entry.ident)
+        data_path.parent.mkdir(mode=0o700, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if write.fresh else 0)
+        fd = os.open(data_path, flags, 0o600)
+        try:
+            for index, data in write.blocks:
+                os.pwrite(fd, data, index * self.block_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if write.verify and not _matches(data_path, entry.checksum):
+            write.mismatch = True
+            return
+        index_path = self._index_path(entry.ident)
+        temp = index_path.with_suffix(".tmp")
+        body = {"id": entry.ident, "size": entry.size, "checksum": entry.checksum, "blocks": write.after.runs}
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(body).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, index_path)
+
+    async def _commit(self, writes: list[_Write]) -> None:
+        for write in writes:
+            entry = write.entry
+            current = self._entries.get(entry.ident)
+            if entry.ident in self._discarded:
+                self._discarded.discard(entry.ident)
+                await trio.to_thread.run_sync(_remove, *self._paths(entry.ident))
+            elif write.error is not None:
+                # A full or failing cache disk costs cached bytes, never a read.
+                log.warning("content cache: cannot store attachment %s: %s", entry.ident, write.error)
+                await self._drop(entry, "the cache disk refused a write")
+                await self._evict(self._bytes // 2)
+            elif write.mismatch:
+                log.warning("content cache: attachment %s does not match its checksum; dropped", entry.ident)
+                await self._drop(entry, "checksum mismatch")
+            else:
+                if current is not None and current is not entry:
+                    self._bytes -= self._entry_bytes(current)
+                before = self._entry_bytes(entry) if current is entry else 0
+                entry.blocks = write.after
+                entry.verified = entry.verified or write.verify
+                entry.last_used = time.time()
+                self._entries[entry.ident] = entry
+                self._entries.move_to_end(entry.ident)
+                self._bytes += self._entry_bytes(entry) - before
+                self._stats.written_bytes += sum(len(data) for _, data in write.blocks)
+        await self._evict(self._bytes - self.budget)
+
+    # -- removing -------------------------------------------------------------------------------
+
+    async def discard(self, attachment_id: str) -> None:
+        """Forget an attachment (deleted on the tracker): its files go at once."""
+        self._queue = [item for item in self._queue if item[0].id != attachment_id]
+        if self._writing.locked():
+            self._discarded.add(attachment_id)
+        entry = self._entries.get(attachment_id)
+        if entry is not None:
+            await self._drop(entry, None)
+
+    async def _drop(self, entry: Entry, why: str | None) -> None:
+        if self._entries.get(entry.ident) is entry:
+            del self._entries[entry.ident]
+            self._bytes -= self._entry_bytes(entry)
+        if why is not None:
+            self._stats.dropped += 1
+            log.info("content cache: dropped attachment %s: %s", entry.ident, why)
+        await trio.to_thread.run_sync(_remove, *self._paths(entry.ident))
+
+    async def _evict(self, amount: int) -> None:
+        """Evict least recently used attachments until `amount` bytes are freed."""
+        victims: list[Path] = []
+        while amount > 0 and self._entries:
+            _, entry = self._entries.popitem(last=False)
+            freed = self._entry_bytes(entry)
+            self._bytes -= freed
+            amount -= freed
+            victims.extend(self._paths(entry.ident))
+            self._stats.evictions += 1
+        if victims:
+            await trio.to_thread.run_sync(_remove, *victims)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def statistics(self) -> ContentCacheStatistics:
+        """A snapshot of the counters."""
+        stats = self._stats
+        return ContentCacheStatistics(
+            stats.hits,
+            stats.misses,
+            stats.written_bytes,
+            stats.skipped_bytes,
+            stats.evictions,
+            stats.dropped,
+            len(self._entries),
+            self._bytes,
+        )
+
+    def _entry_bytes(self, entry: Entry) -> int:
+        last = self._block_count(entry.size) - 1
+        total = entry.blocks.count() * self.block_size
+        if last in entry.blocks:
+            total -= self.block_size - self._block_length(entry.size, last)
+        return total
+
+    def _block_count(self, size: int) -> int:
+        return -(-size // self.block_size)
+
+    def _block_length(self, size: int, index: int) -> int:
+        return max(0, min(self.block_size, size - index * self.block_size))
+
+    def _index_path(self, attachment_id: str) -> Path:
+        name = entry_name(attachment_id)
+        return self.directory / name[:2] / f"{name}.json"
+
+    def _data_path(self, attachment_id: str) -> Path:
+        return self._index_path(attachment_id).with_suffix(".data")
+
+    def _paths(self, attachment_id: str) -> tuple[Path, Path]:
+        # The index first: without it the data file is never read.
+        return self._index_path(attachment_id), self._data_path(attachment_id)
+
+
+def _matches(path: Path, checksum: str) -> bool:
+    """Whether the file's digest is `checksum` (`ALGORITHM:HEX`; unknown algorithms pass)."""
+    algorithm, _, expected = checksum.partition(":")
+    if algorithm not in ALGORITHMS or not expected:
+        return True
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as data:
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest() == expected.strip().lower()
+
+
+def _read_index(path: Path) -> Entry:
+    body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    runs = [[int(lo), int(hi)] for lo, hi in body["blocks"]]
+    if any(lo < 0 or hi <= lo for lo, hi in runs):
+        raise ValueError("bad block runs")
+    return Entry(
+        ident=str(body["id"]),
+        size=int(body["size"]),
+        checksum=str(body.get("checksum") or ""),
+        blocks=Runs(_coalesce(runs)),
+        last_used=path.stat().st_mtime,
+    )
+
+
+def _remove(*paths: Path) -> None:
+    """Remove files; one that cannot be removed is left (its index is gone first)."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("content cache: cannot remove %s: %s", path, exc.strerror)
