@@ -12,6 +12,10 @@ byte-budgeted LRU.
   is ahead of the reader, so requests stay window-sized.
 - A fetch streams one HTTP range for a run of missing blocks and publishes each block as
   soon as its bytes arrive; concurrent readers of a block wait for the same fetch.
+- Readahead of every reader together is bounded by one prefetch budget per mount (the
+  blocks readers have asked for beyond where they read; half the block cache by
+  default), so readers never push each other's unread blocks out of the cache and the
+  number of fetches stays bounded. Blocks a read needs now are always fetched.
 - A connection dropped mid-fetch is resumed from the first missing block.
 - With an on-disk content cache (`core.content_cache`), blocks found there are read from
   disk instead of fetched, and every fetched block is handed to it (write behind).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +56,13 @@ BlockKey = tuple[str, int]
 
 
 @dataclass(slots=True)
+class Lead:
+    """Blocks a reader scheduled beyond its read position, as counted in the shared budget."""
+
+    blocks: int = 0
+
+
+@dataclass(slots=True, weakref_slot=True)
 class ReadState:
     """Where one open file's reader is, and how much it reads ahead.
 
@@ -68,6 +80,7 @@ class ReadState:
     ahead: int = 0
     #: blocks before this one were dropped from the cache behind this reader
     released: int = 0
+    lead: Lead = field(default_factory=Lead)
 
     def observe(self, offset: int, end: int, initial: int) -> bool:
         """Record a read of [offset, end); return whether it continues a sequential run."""
@@ -94,6 +107,8 @@ class ReaderStatistics:
     fetches: int = 0
     bytes_fetched: int = 0
     disk_reads: int = 0
+    #: the most bytes that were ever on the way at once (readahead and demand)
+    peak_pending_bytes: int = 0
     cache: CacheStatistics = field(default_factory=CacheStatistics)
 
 
@@ -108,6 +123,7 @@ class Reader:
         cache_bytes: int = 96 << 20,
         initial_window: int = INITIAL_WINDOW,
         max_window: int = MAX_WINDOW,
+        prefetch_bytes: int | None = None,
         content: ContentCache | None = None,
     ) -> None:
         self._tracker = tracker
@@ -117,11 +133,32 @@ class Reader:
         self._pending: dict[BlockKey, Future[bytes]] = {}
         self.initial_window = max(initial_window, BLOCK_SIZE)
         self.max_window = max(max_window, self.initial_window)
+        budget = cache_bytes // 2 if prefetch_bytes is None else prefetch_bytes
+        self.prefetch_blocks = max(1, budget // BLOCK_SIZE)
+        #: the sum of every open reader's lead (blocks ahead of its read position)
+        self._lead_blocks = 0
+        #: bytes of the blocks in `_pending`
+        self._pending_bytes = 0
         self._stats = ReaderStatistics()
 
     def open(self, attachment: Attachment) -> ReadState:
-        """Per-open-file state for reading `attachment`."""
-        return ReadState(attachment)
+        """Per-open-file state for reading `attachment`.
+
+        When the state goes away (its file was closed), its lead leaves the budget.
+        """
+        state = ReadState(attachment)
+        weakref.finalize(state, self._forget_lead, state.lead)
+        return state
+
+    def _forget_lead(self, lead: Lead) -> None:
+        self._lead_blocks -= lead.blocks
+        lead.blocks = 0
+
+    def _count_lead(self, state: ReadState, position: int) -> None:
+        """Record how far ahead of block `position` this reader has scheduled."""
+        lead = max(0, state.ahead - position) if state.window else 0
+        self._lead_blocks += lead - state.lead.blocks
+        state.lead.blocks = lead
 
     async def read(self, state: ReadState, offset: int, size: int) -> bytes:
         """Up to `size` bytes at `offset` (fewer only at the end of the attachment)."""
@@ -135,6 +172,7 @@ class Reader:
         self._fetch_missing(attachment, first, last + 1)
         if sequential:
             self._read_ahead(state, last + 1)
+        self._count_lead(state, last + 1)
         start = offset - first * BLOCK_SIZE
         if first == last:
             block = await self._block(attachment, first)
@@ -165,7 +203,12 @@ class Reader:
         """Counters since the mount (reads, fetches, bytes fetched, cache)."""
         stats = self._stats
         return ReaderStatistics(
-            stats.reads, stats.fetches, stats.bytes_fetched, stats.disk_reads, self._cache.statistics()
+            stats.reads,
+            stats.fetches,
+            stats.bytes_fetched,
+            stats.disk_reads,
+            stats.peak_pending_bytes,
+            self._cache.statistics(),
         )
 
     def _read_ahead(self, state: ReadState, after: int) -> None:
@@ -179,8 +222,12 @@ class Reader:
         state.ahead = index
         if index >= blocks or index - after >= window // 2:
             return
-        self._fetch_missing(state.attachment, index, min(blocks, index + window))
-        state.ahead = min(blocks, index + window)
+        others = self._lead_blocks - state.lead.blocks
+        stop = min(blocks, index + window, after + self.prefetch_blocks - others)
+        if stop <= index:
+            return  # the budget is spent; the next read of this reader tries again
+        self._fetch_missing(state.attachment, index, stop)
+        state.ahead = stop
         state.window = min(state.window * 2, self.max_window)
 
     def _present(self, attachment: Attachment, index: int) -> bool:
@@ -208,7 +255,9 @@ class Reader:
                 and not (on_disk and index - run_start >= DISK_RUN)
             ):
                 self._pending[(attachment.id, index)] = Future()
+                self._pending_bytes += self._block_length(attachment, index)
                 index += 1
+            self._stats.peak_pending_bytes = max(self._stats.peak_pending_bytes, self._pending_bytes)
             task = self._load if on_disk else self._fetch
             self._nursery.start_soon(task, attachment, run_start, index)
 
@@ -311,17 +360,23 @@ class Reader:
             self._content.store(attachment, index, data)
         pending = self._pending.pop(key, None)
         if pending is not None:
+            self._pending_bytes -= self._block_length(attachment, index)
             pending.set(data)
 
     def _fail(self, attachment: Attachment, lo: int, hi: int, error: BaseException) -> None:
         for index in range(lo, hi):
             pending = self._pending.pop((attachment.id, index), None)
             if pending is not None:
+                self._pending_bytes -= self._block_length(attachment, index)
                 pending.fail(error)
 
     @staticmethod
     def _block_count(attachment: Attachment) -> int:
         return math.ceil(attachment.size / BLOCK_SIZE)
+
+    @staticmethod
+    def _block_length(attachment: Attachment, index: int) -> int:
+        return max(0, min(BLOCK_SIZE, attachment.size - index * BLOCK_SIZE))
 
 
 def _take(views: deque[memoryview], size: int) -> bytes:
