@@ -41,6 +41,8 @@ GENERAL_KEYS = frozenset(
         "negative_ttl",
         "attr_timeout",
         "block_cache_mb",
+        "content_cache_mb",
+        "cache_dir",
         "readahead_max_mb",
         "spool_dir",
         "kernel_readahead_kb",
@@ -59,6 +61,11 @@ def default_config_path() -> Path:
 def default_state_dir(profile: str) -> Path:
     """Where a profile keeps its spool and recovery folders (XDG state dir)."""
     return Path(platformdirs.user_state_dir("trackerfs")) / profile
+
+
+def default_cache_dir(profile: str) -> Path:
+    """Where a profile keeps attachment content on disk (XDG cache dir)."""
+    return Path(platformdirs.user_cache_dir("trackerfs")) / profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,8 @@ class CacheSettings:
     block_cache_bytes: int = 96 << 20
     readahead_max_bytes: int = 64 << 20
     kernel_readahead_kb: int = 1024
+    #: the on-disk content cache's budget; 0 turns it off
+    content_cache_bytes: int = 2 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,7 @@ class Profile:
     user: str = ""
     cache: CacheSettings = field(default_factory=CacheSettings)
     spool_dir: Path | None = None
+    cache_dir: Path | None = None
     #: seconds one HTTP request may take before it counts as failed (and is retried)
     timeout: float = 30.0
     options: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +155,11 @@ class Profile:
     def state_dir(self) -> Path:
         """The profile's own state folder (spool, recovery)."""
         return self.spool_dir or default_state_dir(self.name)
+
+    @property
+    def content_dir(self) -> Path:
+        """The profile's on-disk content cache folder."""
+        return self.cache_dir or default_cache_dir(self.name)
 
 
 def check_private(path: Path, what: str) -> None:
@@ -210,8 +225,10 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         block_cache_bytes=int(_number(table, "block_cache_mb", 96, where) * (1 << 20)),
         readahead_max_bytes=int(_number(table, "readahead_max_mb", 64, where) * (1 << 20)),
         kernel_readahead_kb=int(_number(table, "kernel_readahead_kb", 1024, where)),
+        content_cache_bytes=int(_number(table, "content_cache_mb", 2048, where) * (1 << 20)),
     )
     spool = table.get("spool_dir")
+    cache_dir = table.get("cache_dir")
     return Profile(
         name=name,
         tracker=tracker,
@@ -220,6 +237,7 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         user=str(table.get("user", "")),
         cache=cache,
         spool_dir=Path(spool).expanduser() if spool else None,
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
         timeout=_number(table, "timeout", 30.0, where) or 30.0,
         options={k: v for k, v in table.items() if k not in GENERAL_KEYS},
     )

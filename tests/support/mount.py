@@ -74,6 +74,7 @@ class Mount:
             "url": url,
             "token_env": TOKEN_ENV,
             "spool_dir": str(self.state),
+            "cache_dir": str(workdir / "cache"),
             **profile,
         }
         self.config = write_config(workdir / "config.toml", name, table)

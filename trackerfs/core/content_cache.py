@@ -158,7 +158,13 @@ class ContentCache:
         """Read the indexes left by earlier mounts (in a worker thread)."""
         if not self.enabled:
             return
-        entries = await trio.to_thread.run_sync(self._scan)
+        try:
+            entries = await trio.to_thread.run_sync(self._scan)
+        except OSError as exc:
+            # Reads work without it: a cache folder that cannot be used costs speed only.
+            log.warning("content cache %s cannot be used (%s); reads go to the tracker", self.directory, exc)
+            self.budget = 0
+            return
         for entry in sorted(entries, key=lambda item: item.last_used):
             self._entries[entry.ident] = entry
             self._bytes += self._entry_bytes(entry)

@@ -22,8 +22,9 @@ import trio
 
 from trackerfs.backends import open_tracker
 from trackerfs.config import Profile
+from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.namespace import Namespace
-from trackerfs.core.reader import open_reader
+from trackerfs.core.reader import BLOCK_SIZE, open_reader
 from trackerfs.core.spool import Spool
 from trackerfs.core.writer import Writer
 from trackerfs.errors import ConfigError, TrackerError
@@ -81,8 +82,10 @@ async def serve_mount(
         account = await tracker.check_account()
         log.info("signed in to %s as %s", profile.url, account.name or account.id or "unknown")
         namespace = Namespace(tracker, profile.cache)
+        content = ContentCache(profile.content_dir, profile.cache.content_cache_bytes, BLOCK_SIZE)
         async with open_reader(
             tracker,
+            content=content,
             cache_bytes=profile.cache.block_cache_bytes,
             max_window=profile.cache.readahead_max_bytes,
         ) as reader:
