@@ -55,9 +55,10 @@ class Bench:
         return self.workdir / "mounts" / f"{next(self._numbers):03d}-{label}"
 
     @contextmanager
-    def trackerfs(self, label: str) -> Iterator[Path]:
-        """A fresh trackerfs mount; its peak RSS is recorded when the block ends."""
-        with trackerfs_mount(self.emulator, self.mount_dir(label)) as mount:
+    def trackerfs(self, label: str, **settings: Any) -> Iterator[Path]:
+        """A fresh trackerfs mount (with its own content cache unless `cache_dir` is given);
+        its peak RSS is recorded when the block ends."""
+        with trackerfs_mount(self.emulator, self.mount_dir(label), **settings) as mount:
             yield mount.path
             self.read_peaks.append((label, peak_rss(mount)))
 
