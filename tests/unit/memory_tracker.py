@@ -28,6 +28,7 @@ class MemoryTracker(Tracker):
         self.drops = 0  # … this many times
         self.gate: trio.Event | None = None  # when set, fetches wait for it
         self.short_by = 0  # the next answer is this many bytes short
+        self.range_support = True  # False: a content host that ignores Range (sends whole bodies)
 
     def add(self, issue_key: str, *attachments: tuple[str, str, bytes]) -> Issue:
         items = tuple(
@@ -56,6 +57,9 @@ class MemoryTracker(Tracker):
         if key not in self.issues:
             raise NotFoundError(key)
         return self.issues[key]
+
+    def honours_range(self, attachment: Attachment) -> bool:
+        return self.range_support
 
     @asynccontextmanager
     async def open_range(

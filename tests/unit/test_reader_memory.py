@@ -1,13 +1,16 @@
-"""The reader's memory: one prefetch budget for all readers, so none evicts another's blocks."""
+"""The reader's memory: one prefetch budget for all readers; one download where Range is ignored."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import trio
 
 from tests.unit.memory_tracker import MemoryTracker
+from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.reader import BLOCK_SIZE, open_reader
+from trackerfs.model import Attachment
 
 MiB = 1 << 20
 
@@ -53,3 +56,69 @@ async def test_a_read_that_needs_a_block_is_served_when_the_budget_is_spent() ->
             offset = 6 * MiB
             tracker.gate.set()
             assert await reader.read(random_state, offset, 10) == data[offset : offset + 10]
+
+
+# -- a content host that ignores Range ----------------------------------------------------------
+
+
+def whole_tracker(data: bytes) -> tuple[MemoryTracker, Attachment]:
+    tracker = MemoryTracker(chunk=256 << 10)
+    tracker.range_support = False
+    [item] = tracker.add("P-1", ("w", "whole.bin", data)).attachments or ()
+    return tracker, item
+
+
+async def test_a_read_far_into_a_file_without_range_downloads_it_once(tmp_path: Path) -> None:
+    data = random.Random(11).randbytes(20 * MiB + 99)
+    tracker, item = whole_tracker(data)
+    cache = ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)
+    async with open_reader(tracker, content=cache, cache_bytes=4 * MiB) as reader:
+        far = 18 * MiB + 5
+        assert await reader.read(reader.open(item), far, 4096) == data[far : far + 4096]
+        state = reader.open(item)
+        out = bytearray()
+        for offset in range(0, item.size, BLOCK_SIZE):
+            out += await reader.read(state, offset, BLOCK_SIZE)
+        assert bytes(out) == data
+    assert tracker.ranges() == [(0, item.size)]  # one download, never a restart from 0
+    async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
+        state = reader.open(item)
+        assert await reader.read(state, 7 * MiB, MiB) == data[7 * MiB : 8 * MiB]
+    assert len(tracker.ranges()) == 1  # after a remount: from disk
+
+
+async def test_a_read_at_the_start_does_not_wait_for_the_end(tmp_path: Path) -> None:
+    data = random.Random(12).randbytes(8 * MiB)
+    tracker, item = whole_tracker(data)
+    async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
+        tracker.chunk = 64 << 10
+        with trio.move_on_after(5) as waited:
+            assert await reader.read(reader.open(item), 0, 4096) == data[:4096]
+        assert not waited.cancelled_caught
+        # The download goes on behind the read: the first block came before the last.
+        assert reader.statistics().bytes_fetched < item.size
+
+
+async def test_without_a_disk_cache_a_sequential_read_still_comes_out_whole() -> None:
+    data = random.Random(13).randbytes(6 * MiB + 1)
+    tracker, item = whole_tracker(data)
+    async with open_reader(tracker, cache_bytes=2 * MiB) as reader:
+        state = reader.open(item)
+        out = bytearray()
+        for offset in range(0, item.size, 64 << 10):
+            out += await reader.read(state, offset, 64 << 10)
+    assert bytes(out) == data
+    assert all(start == 0 for start, _ in tracker.ranges())
+
+
+async def test_a_download_cut_short_starts_again_and_never_serves_a_cut_block(tmp_path: Path) -> None:
+    data = random.Random(14).randbytes(3 * MiB)
+    tracker, item = whole_tracker(data)
+    tracker.fail_after, tracker.drops = MiB + 7, 1
+    async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
+        state = reader.open(item)
+        out = bytearray()
+        for offset in range(0, item.size, BLOCK_SIZE):
+            out += await reader.read(state, offset, BLOCK_SIZE)
+    assert bytes(out) == data
+    assert tracker.ranges() == [(0, item.size), (0, item.size)]

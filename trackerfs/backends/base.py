@@ -63,6 +63,15 @@ class Tracker(ABC):
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Stream exactly the bytes [start, stop) of an attachment (fewer at its end)."""
 
+    def honours_range(self, attachment: Attachment) -> bool:
+        """Whether the content host sends the part of an attachment a Range asks for.
+
+        A backend whose host always sends the whole body says False: the reader then
+        downloads each attachment once, whole, into the disk cache, instead of paying
+        for the bytes before every block it reads.
+        """
+        return True
+
     async def limits(self) -> Limits:
         """The tracker's attachment settings (default: no known limit)."""
         return Limits()

@@ -140,7 +140,11 @@ class ContentCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._bytes = 0
         self._queue: list[tuple[Attachment, int, bytes]] = []
+        #: the blocks of `_queue` and of the batch being written, readable meanwhile
+        self._queued: dict[tuple[str, int], bytes] = {}
         self._queued_bytes = 0
+        self._room = trio.Event()
+        self._room.set()
         self._wakeup = trio.Event()
         self._writing = trio.Lock()
         #: ids discarded while a batch that holds them was being written
@@ -207,19 +211,36 @@ class ContentCache:
                     await trio.to_thread.run_sync(self._write_files, writes)
                 finally:
                     self._queued_bytes -= sum(len(data) for _, _, data in batch)
+                    if self._queued_bytes <= WRITE_BEHIND_BYTES // 2:
+                        self._room.set()
                 await self._commit(writes)
+                for attachment, index, _ in batch:
+                    self._queued.pop((attachment.id, index), None)
+
+    async def wait_for_room(self) -> None:
+        """Wait until the write-behind queue has room (a download that must not skip)."""
+        await self._room.wait()
 
     # -- reading ------------------------------------------------------------------------------
 
     def has(self, attachment: Attachment, index: int) -> bool:
         """Whether block `index` of `attachment` is on disk (no I/O)."""
+        if (attachment.id, index) in self._queued:
+            return True
         entry = self._entries.get(attachment.id)
         return entry is not None and entry.size == attachment.size and index in entry.blocks
 
     async def read(self, attachment: Attachment, lo: int, hi: int) -> list[bytes] | None:
         """Blocks [lo, hi) from disk, or None when any of them is missing or damaged."""
         entry = self._entries.get(attachment.id)
-        if entry is None or not all(self.has(attachment, index) for index in range(lo, hi)):
+        if not all(self.has(attachment, index) for index in range(lo, hi)):
+            self._stats.misses += 1
+            return None
+        queued = [self._queued.get((attachment.id, index)) for index in range(lo, hi)]
+        if all(block is not None for block in queued):
+            self._stats.hits += 1
+            return [block for block in queued if block is not None]
+        if entry is None:
             self._stats.misses += 1
             return None
         touch = time.time() - entry.touched > TOUCH_INTERVAL
@@ -267,7 +288,10 @@ class ContentCache:
             self._stats.skipped_bytes += len(data)
             return
         self._queue.append((attachment, index, data))
+        self._queued[(attachment.id, index)] = data
         self._queued_bytes += len(data)
+        if self._queued_bytes > WRITE_BEHIND_BYTES // 2:
+            self._room = trio.Event() if self._room.is_set() else self._room
         self._wakeup.set()
 
     def _prepare(self, batch: list[tuple[Attachment, int, bytes]]) -> list[_Write]:
@@ -353,7 +377,13 @@ class ContentCache:
 
     async def discard(self, attachment_id: str) -> None:
         """Forget an attachment (deleted on the tracker): its files go at once."""
-        self._queue = [item for item in self._queue if item[0].id != attachment_id]
+        kept = [item for item in self._queue if item[0].id != attachment_id]
+        self._queued_bytes -= sum(len(data) for _, _, data in self._queue) - sum(
+            len(data) for _, _, data in kept
+        )
+        self._queue = kept
+        for key in [key for key in self._queued if key[0] == attachment_id]:
+            del self._queued[key]
         if self._writing.locked():
             self._discarded.add(attachment_id)
         entry = self._entries.get(attachment_id)

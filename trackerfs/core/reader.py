@@ -19,6 +19,10 @@ byte-budgeted LRU.
 - A connection dropped mid-fetch is resumed from the first missing block.
 - With an on-disk content cache (`core.content_cache`), blocks found there are read from
   disk instead of fetched, and every fetched block is handed to it (write behind).
+- A tracker whose content host ignores Range (`Tracker.honours_range`) gets ONE download
+  of the whole attachment, which every read of it waits on: each block is published as
+  it arrives (a read at offset 0 does not wait for the end) and the rest goes to the disk
+  cache, at the disk's pace, so no later read downloads it again.
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ class Reader:
         self._lead_blocks = 0
         #: bytes of the blocks in `_pending`
         self._pending_bytes = 0
+        #: attachments whose whole-file download (no Range) is running → the blocks asked of it
+        self._fills: dict[str, set[int]] = {}
         self._stats = ReaderStatistics()
 
     def open(self, attachment: Attachment) -> ReadState:
@@ -258,8 +264,21 @@ class Reader:
                 self._pending_bytes += self._block_length(attachment, index)
                 index += 1
             self._stats.peak_pending_bytes = max(self._stats.peak_pending_bytes, self._pending_bytes)
-            task = self._load if on_disk else self._fetch
-            self._nursery.start_soon(task, attachment, run_start, index)
+            if on_disk:
+                self._nursery.start_soon(self._load, attachment, run_start, index)
+            else:
+                self._fetch_soon(attachment, run_start, index)
+
+    def _fetch_soon(self, attachment: Attachment, lo: int, hi: int) -> None:
+        """Start fetching the pending blocks [lo, hi): a ranged fetch, or the whole-file one."""
+        if self._tracker.honours_range(attachment):
+            self._nursery.start_soon(self._fetch, attachment, lo, hi)
+            return
+        wanted = self._fills.get(attachment.id)
+        if wanted is None:
+            wanted = self._fills[attachment.id] = set()
+            self._nursery.start_soon(self._fill, attachment, wanted)
+        wanted.update(range(lo, hi))
 
     def _on_disk(self, attachment: Attachment, index: int) -> bool:
         return self._content is not None and self._content.has(attachment, index)
@@ -276,7 +295,7 @@ class Reader:
             self._fail(attachment, lo, hi, TemporaryError("disk read cancelled"))
             raise
         if blocks is None:
-            await self._fetch(attachment, lo, hi)
+            self._fetch_soon(attachment, lo, hi)
             return
         self._stats.disk_reads += 1
         for index, block in enumerate(blocks, start=lo):
@@ -320,8 +339,53 @@ class Reader:
             self._fail(attachment, index, hi, TemporaryError("fetch cancelled"))
             raise
 
-    async def _stream_blocks(self, attachment: Attachment, lo: int, hi: int) -> int:
-        """Stream blocks [lo, hi); publish each as it completes; return the next index."""
+    async def _fill(self, attachment: Attachment, wanted: set[int]) -> None:
+        """Download a whole attachment from a server that ignores Range.
+
+        Blocks somebody waits for are published as they arrive; the others go to the disk
+        cache (waiting for the disk rather than skipping them). A block that is asked for
+        after the download passed it, and that the disk cache could not keep, makes one
+        more pass from byte 0; so does a dropped connection (a server without Range
+        cannot resume), up to FETCH_RESUMES times.
+        """
+        passes = 0
+        error: BaseException | None = None
+        try:
+            while self._waiting(attachment, wanted):
+                if passes > FETCH_RESUMES:
+                    raise error or TemporaryError(f"attachment {attachment.id}: download did not finish")
+                passes += 1
+                try:
+                    await self._stream_blocks(attachment, 0, self._block_count(attachment), whole=True)
+                except (TemporaryError, UnreachableError) as exc:
+                    error = exc
+                    log.warning("download of %s interrupted (%s); starting again", attachment.id, exc)
+        except TrackerError as exc:
+            self._fail_waiting(attachment, wanted, exc)
+        except Exception as exc:
+            log.exception("download of attachment %s failed", attachment.id)
+            self._fail_waiting(attachment, wanted, exc)
+        except BaseException:
+            self._fail_waiting(attachment, wanted, TemporaryError("download cancelled"))
+            raise
+        finally:
+            del self._fills[attachment.id]
+
+    def _waiting(self, attachment: Attachment, wanted: set[int]) -> bool:
+        """Whether a block asked of this download still waits (others may have served some)."""
+        wanted.intersection_update(index for index in wanted if (attachment.id, index) in self._pending)
+        return bool(wanted)
+
+    def _fail_waiting(self, attachment: Attachment, wanted: set[int], error: BaseException) -> None:
+        for index in sorted(wanted):
+            self._fail(attachment, index, index + 1, error)
+
+    async def _stream_blocks(self, attachment: Attachment, lo: int, hi: int, *, whole: bool = False) -> int:
+        """Stream blocks [lo, hi); publish each as it completes; return the next index.
+
+        In a `whole` download only the blocks somebody waits for are published; the
+        others go to the disk cache alone.
+        """
         start = lo * BLOCK_SIZE
         stop = min(hi * BLOCK_SIZE, attachment.size)
         self._stats.fetches += 1
@@ -336,7 +400,11 @@ class Reader:
                 pending.append(memoryview(chunk))
                 held += len(chunk)
                 while held >= BLOCK_SIZE:
-                    self._publish(attachment, index, _take(pending, BLOCK_SIZE))
+                    block = _take(pending, BLOCK_SIZE)
+                    if whole:
+                        await self._keep(attachment, index, block)
+                    else:
+                        self._publish(attachment, index, block)
                     held -= BLOCK_SIZE
                     index += 1
         if index < hi:
@@ -344,7 +412,11 @@ class Reader:
             # anything shorter is a cut response, never cached (blocks have no expiry).
             expected = attachment.size - index * BLOCK_SIZE
             if index == hi - 1 and held == expected:
-                self._publish(attachment, index, _take(pending, held))
+                block = _take(pending, held)
+                if whole:
+                    await self._keep(attachment, index, block)
+                else:
+                    self._publish(attachment, index, block)
                 index += 1
             else:
                 raise BadResponseError(
@@ -352,6 +424,21 @@ class Reader:
                     f"{index * BLOCK_SIZE + held} of {stop} asked for"
                 )
         return index
+
+    async def _keep(self, attachment: Attachment, index: int, data: bytes) -> None:
+        """A block of a whole download: to whoever waits for it, else to the disk cache."""
+        content = self._content
+        if content is None or not content.enabled or content.has(attachment, index):
+            if (attachment.id, index) in self._pending:
+                self._publish(attachment, index, data)
+            return
+        if (attachment.id, index) not in self._pending:
+            await content.wait_for_room()
+        # Checked again after the wait: a read may have asked for this block meanwhile.
+        if (attachment.id, index) in self._pending:
+            self._publish(attachment, index, data)
+        else:
+            content.store(attachment, index, data)
 
     def _publish(self, attachment: Attachment, index: int, data: bytes, *, fetched: bool = True) -> None:
         key = (attachment.id, index)
