@@ -115,3 +115,22 @@ def test_a_real_attachment_named_like_a_dated_one_takes_that_name(
     assert after[name] == real and (issue_dir / name).read_bytes() == b"really named so\n"
     moved = dated(older, "notes", ".txt", seconds=True)
     assert after[moved] == older["id"] and sha256(issue_dir / moved) == older["sha256"]
+
+
+def test_an_attachment_named_like_a_file_being_written_shows_beside_it(
+    short_ttl: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    issue_dir = short_ttl.path / case.project / case.plain_issue
+    with (issue_dir / "draft.txt").open("wb") as handle:
+        handle.write(b"mine, not uploaded yet\n")
+        handle.flush()
+        theirs = case.attach_behind(clean_emulator, case.plain_issue, "draft.txt", b"someone else's\n")
+        [item] = stored(clean_emulator, case.plain_issue, "draft.txt")
+        beside = dated(item, "draft", ".txt")
+        assert fresh_listing(issue_dir, clean_emulator, case) == [beside, "draft.txt"]
+        assert (issue_dir / beside).read_bytes() == b"someone else's\n"
+        assert (issue_dir / "draft.txt").read_bytes() == b"mine, not uploaded yet\n"
+    # Uploaded at close, the local file is the newest "draft.txt" and keeps the plain name.
+    assert fresh_listing(issue_dir, clean_emulator, case) == [beside, "draft.txt"]
+    assert (issue_dir / "draft.txt").read_bytes() == b"mine, not uploaded yet\n"
+    assert ids_by_name(issue_dir)[beside] == theirs
