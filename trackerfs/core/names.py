@@ -9,9 +9,11 @@ Where several attachments share a name, people have uploaded new versions under 
 NEWEST holds the plain name, and every older one a name derived from its own creation
 time, `notes (2026-01-05 10.14).txt` (UTC; `.` instead of `:`, which desktops refuse).
 Such a name never depends on newer attachments, so a new version only ever changes the
-name of the one it supersedes (plain → dated). The one thing that takes a dated name from
-its holder is an attachment really called that (real names win; through the mount that
-is an overwrite of the dated file, whose holder is then deleted).
+name of the one it supersedes (plain → dated). Deleting an older version changes no other
+name, except that a later version of the same minute, which had to take a longer form,
+takes the shorter one it freed. The one thing that takes a dated name from its holder is
+an attachment really called that (real names win; through the mount that is an
+overwrite of the dated file, whose holder is then deleted).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from trackerfs.model import Attachment
 MAX_NAME_BYTES = 255
 #: Extensions longer than this are treated as part of the stem when shortening a name.
 MAX_EXTENSION_BYTES = 32
-#: Ids longer than this are not shown in a name (none of the supported trackers has one).
+#: Ids longer than this are not shown in a name (no supported tracker has such ids).
 MAX_ID_BYTES = 64
 REPLACEMENT = "_"
 
@@ -101,11 +103,11 @@ def creation_order(attachment: Attachment) -> tuple[float, int, str, str]:
 def dated_names(name: str, attachment: Attachment) -> Iterator[str]:
     """The names an older version called `name` may take, shortest first.
 
-    Its creation minute; with seconds where an older version holds that; with its id
-    where one holds that too. A name too long for the date is shortened, and two names
-    shortened alike are told apart only by the id, so it gets the id at once. The
-    numbered last resort is only reached when a server repeats an id or sends one too
-    long to show.
+    Its creation minute; with seconds where that is taken (by an older version, a real
+    name or a local file); with its id where that is taken too. A name too long for the
+    date is shortened, and two names shortened alike are told apart only by the id, so
+    it gets the id at once. The numbered last resort is only reached when a server
+    repeats an id or sends one too long to show.
     """
     stamp = datetime.fromtimestamp(attachment.created, UTC)
     second = stamp.strftime("%Y-%m-%d %H.%M.%S")
