@@ -102,6 +102,19 @@ def test_a_new_version_uploaded_elsewhere_dates_only_the_previous_one(
     assert (issue_dir / "notes.txt").read_bytes() == b"third version\n"
 
 
+def test_removing_an_older_version_leaves_every_other_name(
+    short_ttl: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    issue_dir = short_ttl.path / case.project / case.duplicates_issue
+    before = ids_by_name(issue_dir)
+    older, _ = stored(clean_emulator, case.duplicates_issue, "notes.txt")
+    name = dated(older, "notes", ".txt")
+    os.unlink(issue_dir / name)
+    assert older["id"] not in {a["id"] for a in stored(clean_emulator, case.duplicates_issue)}
+    fresh_listing(issue_dir, clean_emulator, case)
+    assert ids_by_name(issue_dir) == {n: ident for n, ident in before.items() if n != name}
+
+
 def test_a_real_attachment_named_like_a_dated_one_takes_that_name(
     short_ttl: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
