@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -121,11 +122,14 @@ def test_duplicate_names_are_disambiguated_stably(
 ) -> None:
     issue_dir = mounted / case.project / case.duplicates_issue
     store = sorted(store_of(emulator, case, case.duplicates_issue), key=lambda item: item["created"])
+    older, newer = (item for item in store if item["filename"] == "notes.txt")
+    created = datetime.fromisoformat(older["created"].replace("Z", "+00:00"))
+    older_name = f"notes ({created:%Y-%m-%d %H.%M}).txt"
     names = sorted(os.listdir(issue_dir))
-    assert names == ["notes (2).txt", "notes (3).txt", "notes.txt"]
+    assert names == sorted(["notes (2).txt", older_name, "notes.txt"])
     files = by_id(issue_dir)
-    oldest = next(item for item in store if item["filename"] == "notes.txt")
-    assert files[oldest["id"]].name == "notes.txt"
+    assert files[newer["id"]].name == "notes.txt"
+    assert files[older["id"]].name == older_name
     real = next(item for item in store if item["filename"] == "notes (2).txt")
     assert files[real["id"]].name == "notes (2).txt"
     assert sorted(os.listdir(issue_dir)) == names
@@ -327,8 +331,6 @@ def test_expired_ttl_shows_attachment_added_behind_the_mount(
 
 
 def _epoch(text: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 

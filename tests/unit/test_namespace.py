@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.config import CacheSettings
 from trackerfs.core.namespace import ROOT_INODE, Kind, Namespace
+from trackerfs.core.spool import LocalFile, Manifest, Spool
 from trackerfs.errors import NotFoundError
+from trackerfs.model import Attachment
 
 
 class Clock:
@@ -34,7 +38,10 @@ async def test_listings_are_cached_until_their_ttl(world: tuple[MemoryTracker, N
     project = await namespace.lookup(ROOT_INODE, "P")
     await namespace.list_dir(project.inode)
     issue = await namespace.lookup(project.inode, "P-1")
-    assert sorted(n.name for n in await namespace.list_dir(issue.inode)) == ["a (2).txt", "a.txt"]
+    assert sorted(n.name for n in await namespace.list_dir(issue.inode)) == [
+        "a (1970-01-01 00.00).txt",
+        "a.txt",
+    ]
     calls = len(tracker.calls)
     await namespace.list_dir(issue.inode)
     await namespace.list_dir(project.inode)
@@ -95,3 +102,51 @@ async def test_inodes_are_stable_and_lookups_counted(world: tuple[MemoryTracker,
     assert namespace.node(first.inode).lookups == 0
     with pytest.raises(NotFoundError):
         namespace.node(123456)
+
+
+def local_file(tmp_path: Path, issue: str, name: str, replaces: str | None = None) -> LocalFile:
+    spooled = Spool(tmp_path / "spool").create(Manifest("P", issue, name, replaces=replaces))
+    return LocalFile(spooled, temporary=False, replaces=replaces)
+
+
+async def test_an_attachment_named_like_a_local_file_shows_under_a_dated_name(
+    world: tuple[MemoryTracker, Namespace, Clock], tmp_path: Path
+) -> None:
+    tracker, namespace, clock = world
+    project = await namespace.lookup(ROOT_INODE, "P")
+    issue = await namespace.lookup(project.inode, "P-2")
+    assert await namespace.list_dir(issue.inode) == []
+    mine = namespace.add_local(issue, "new.txt", local_file(tmp_path, "P-2", "new.txt"))
+    tracker.add("P-2", ("5", "new.txt", b"someone else's"))
+    clock.now += 61
+    listing = {node.name: node for node in await namespace.list_dir(issue.inode)}
+    assert listing["new.txt"] is mine
+    theirs = listing["new (1970-01-01 00.00).txt"]
+    assert theirs.attachment is not None and theirs.attachment.id == "5"
+    # Once uploaded, the local file is the newest "new.txt": it keeps the plain name and
+    # the other attachment keeps its dated one.
+    namespace.uploaded(mine, Attachment("6", "new.txt", 4, created=60.0))
+    tracker.add("P-2", ("5", "new.txt", b"someone else's"), ("6", "new.txt", b"mine"))
+    clock.now += 61
+    listing = {node.name: node for node in await namespace.list_dir(issue.inode)}
+    assert {name: node.attachment.id for name, node in listing.items() if node.attachment} == {
+        "new.txt": "6",
+        "new (1970-01-01 00.00).txt": "5",
+    }
+
+
+async def test_the_attachment_being_overwritten_stays_out_of_the_listing(
+    world: tuple[MemoryTracker, Namespace, Clock], tmp_path: Path
+) -> None:
+    _, namespace, clock = world
+    project = await namespace.lookup(ROOT_INODE, "P")
+    issue = await namespace.lookup(project.inode, "P-1")
+    node = await namespace.lookup(issue.inode, "a.txt")
+    assert node.attachment is not None and node.attachment.id == "2"
+    namespace.make_local(node, local_file(tmp_path, "P-1", "a.txt", replaces="2"))
+    clock.now += 61
+    listing = {child.name: child for child in await namespace.list_dir(issue.inode)}
+    assert listing["a.txt"] is node
+    assert {name: child.attachment.id for name, child in listing.items() if child.attachment} == {
+        "a (1970-01-01 00.00).txt": "1"
+    }

@@ -3,27 +3,47 @@
 A name from a tracker may contain `/` or NUL, be `.` or `..`, be empty, be longer than
 255 bytes, contain control characters or code points UTF-8 cannot encode, and repeat
 within one issue. `assign_names` maps a set of attachments to names that are none of
-these, and gives the same answer for the same set every time: the oldest attachment
-keeps a name, later ones get ` (2)`, ` (3)`, … before the extension.
+these, and gives the same answer for the same set every time.
+
+Where several attachments share a name, people have uploaded new versions under it: the
+NEWEST holds the plain name, and every older one a name derived from its own creation
+time, `notes (2026-01-05 10.14).txt` (UTC; `.` instead of `:`, which desktops refuse).
+Such a name never depends on newer attachments, so a new version only ever changes the
+name of the one it supersedes (plain → dated). Deleting an older version changes no other
+name, except that a later version of the same minute, which had to take a longer form,
+takes the shorter one it freed. The one thing that takes a dated name from its holder is
+an attachment really called that (real names win; through the mount that is an
+overwrite of the dated file, whose holder is then deleted).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
 from trackerfs.model import Attachment
 
 MAX_NAME_BYTES = 255
 #: Extensions longer than this are treated as part of the stem when shortening a name.
 MAX_EXTENSION_BYTES = 32
+#: Ids longer than this are not shown in a name (no supported tracker has such ids).
+MAX_ID_BYTES = 64
 REPLACEMENT = "_"
 
 
 def sanitize(name: str) -> str:
     """A single path component that is safe to show, at most 255 bytes of UTF-8."""
+    safe = _safe_characters(name)
+    if safe in ("", ".", ".."):
+        safe = REPLACEMENT * max(1, len(safe))
+    return truncate(safe)
+
+
+def _safe_characters(text: str) -> str:
     chars = []
-    for char in name:
+    for char in text:
         code = ord(char)
         if 0xD800 <= code <= 0xDFFF:
             chars.append("\ufffd")  # a lone surrogate cannot be encoded as UTF-8
@@ -31,19 +51,14 @@ def sanitize(name: str) -> str:
             chars.append(REPLACEMENT)
         else:
             chars.append(char)
-    safe = "".join(chars)
-    if safe in ("", ".", ".."):
-        safe = REPLACEMENT * max(1, len(safe))
-    return truncate(safe)
+    return "".join(chars)
 
 
 def truncate(name: str, limit: int = MAX_NAME_BYTES) -> str:
     """Shorten `name` to `limit` UTF-8 bytes, keeping its extension, on a character boundary."""
     if len(name.encode()) <= limit:
         return name
-    stem, ext = split_extension(name)
-    if len(ext.encode()) > MAX_EXTENSION_BYTES:
-        stem, ext = name, ""
+    stem, ext = _stem_and_extension(name)
     room = limit - len(ext.encode())
     return _cut(stem, room) + ext
 
@@ -54,49 +69,83 @@ def split_extension(name: str) -> tuple[str, str]:
     return (stem, ext) if stem else (name, "")
 
 
-def numbered(name: str, number: int) -> str:
-    """`a.png` → `a (2).png`, shortened so that the result still fits in 255 bytes."""
+def _stem_and_extension(name: str) -> tuple[str, str]:
+    """Like `split_extension`, but an extension too long to keep counts as stem."""
     stem, ext = split_extension(name)
     if len(ext.encode()) > MAX_EXTENSION_BYTES:
-        stem, ext = name, ""
-    tag = f" ({number})"
+        return name, ""
+    return stem, ext
+
+
+def tagged(name: str, tag: str) -> str:
+    """`a.png` + ` (x)` → `a (x).png`, the stem shortened so that the result fits in 255 bytes."""
+    stem, ext = _stem_and_extension(name)
     room = MAX_NAME_BYTES - len(tag.encode()) - len(ext.encode())
     return _cut(stem, room) + tag + ext
+
+
+def numbered(name: str, number: int) -> str:
+    """`a.png` → `a (2).png` (for project and issue keys that collide once sanitised)."""
+    return tagged(name, f" ({number})")
 
 
 def _cut(text: str, room: int) -> str:
     return text.encode()[: max(room, 0)].decode("utf-8", errors="ignore")
 
 
-def creation_order(attachment: Attachment) -> tuple[float, int, str]:
-    """Oldest first; ties broken by numeric id, then id text."""
+def creation_order(attachment: Attachment) -> tuple[float, int, str, str]:
+    """Oldest first; ties broken by numeric id, then id text (then name, for repeated ids)."""
     ident = attachment.id
-    return (attachment.created, int(ident) if ident.isdigit() else -1, ident)
+    number = int(ident) if ident.isascii() and ident.isdigit() else -1
+    return (attachment.created, number, ident, attachment.filename)
+
+
+def dated_names(name: str, attachment: Attachment) -> Iterator[str]:
+    """The names an older version called `name` may take, shortest first.
+
+    Its creation minute; with seconds where that is taken (by an older version, a real
+    name or a local file); with its id where that is taken too. A name too long for the
+    date is shortened, and two names shortened alike are told apart only by the id, so
+    it gets the id at once. The numbered last resort is only reached when a server
+    repeats an id or sends one too long to show.
+    """
+    stamp = datetime.fromtimestamp(attachment.created, UTC)
+    second = stamp.strftime("%Y-%m-%d %H.%M.%S")
+    for tag in (f" ({stamp:%Y-%m-%d %H.%M})", f" ({second})"):
+        if len(name.encode()) + len(tag.encode()) <= MAX_NAME_BYTES:
+            yield tagged(name, tag)
+    ident = _safe_characters(attachment.id)
+    if ident and len(ident.encode()) <= MAX_ID_BYTES:
+        yield tagged(name, f" ({second} id {ident})")
+    for number in itertools.count(2):
+        yield tagged(name, f" ({second} {number})")
 
 
 def assign_names(attachments: Iterable[Attachment], taken: Iterable[str] = ()) -> dict[str, Attachment]:
-    """Map each attachment to a unique safe name (oldest first keeps the plain name).
+    """Map each attachment to a unique safe name; the newest of equal names gets it plain.
 
-    Every attachment whose sanitised name is unique keeps it, and so does the oldest of
-    each group of equal names; only then do the others get a number, skipping any name in
-    use, so a real `a (2).png` is never displaced by a generated one. Names in `taken`
-    (local files) are avoided by numbered names but may still be held by attachments.
+    Attachments are grouped by sanitised name. The newest of each group holds that name;
+    the others, and the newest too when its name is in `taken` (local files of the
+    directory, which no attachment may hide or be hidden by), get the first free name of
+    `dated_names`, oldest first. Plain names are settled before any dated one, so a real
+    attachment named like a generated name is never displaced: the generated one moves on
+    to a longer form.
     """
-    ordered = sorted(attachments, key=creation_order)
-    wanted = [sanitize(item.filename) for item in ordered]
+    groups: dict[str, list[Attachment]] = {}
+    for item in sorted(attachments, key=creation_order):
+        groups.setdefault(sanitize(item.filename), []).append(item)
+    used = set(taken)
     result: dict[str, Attachment] = {}
-    losers: list[tuple[str, Attachment]] = []
-    for name, item in zip(wanted, ordered, strict=True):
-        if name in result:
-            losers.append((name, item))
+    older: list[tuple[str, Attachment]] = []
+    for name, versions in groups.items():
+        if name in used:
+            older.extend((name, item) for item in versions)
         else:
-            result[name] = item
-    avoid = set(result) | set(taken)
-    for name, item in losers:
-        number = 2
-        while numbered(name, number) in avoid:
-            number += 1
-        final = numbered(name, number)
+            result[name] = versions[-1]
+            older.extend((name, item) for item in versions[:-1])
+    used.update(result)
+    for name, item in sorted(older, key=lambda pair: creation_order(pair[1])):
+        final = next(candidate for candidate in dated_names(name, item) if candidate not in used)
         result[final] = item
-        avoid.add(final)
+        used.add(final)
     return result

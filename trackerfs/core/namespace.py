@@ -285,9 +285,15 @@ class Namespace:
     def _store_files(
         self, project_key: str, issue: Issue, attachments: Iterable[Attachment] | None = None
     ) -> dict[str, Attachment]:
-        mapping = assign_names(issue.attachments or () if attachments is None else attachments)
-        self._files[(project_key, issue.key)] = mapping
         inode = self._inodes.get(("issue", project_key, issue.key))
+        local = self._locals.get(inode, {}) if inode is not None else {}
+        # A local file keeps its name; an attachment of that name uploaded meanwhile by
+        # someone else shows under a dated name instead of hiding behind it. The one the
+        # local file is overwriting stays out: the user's bytes are replacing it.
+        replaced = {node.local.replaces for node in local.values() if node.local is not None}
+        listed = issue.attachments or () if attachments is None else attachments
+        mapping = assign_names((item for item in listed if item.id not in replaced), taken=local)
+        self._files[(project_key, issue.key)] = mapping
         if inode is not None:
             self._forget_misses(inode, mapping)
         return mapping

@@ -41,31 +41,62 @@ def _drop_connection(scope: Scope) -> bool:
     """Shut down the TCP connection of this request so the client gets no response.
 
     ASGI has no way to close a connection without answering, so find the server's socket
-    by its peer address among this process's descriptors. Linux only, like FUSE.
+    by its addresses among this process's sockets. Linux only, like FUSE.
     """
     client, server = scope.get("client"), scope.get("server")
     if not client or not server:
         return False
     wanted = (tuple(client), tuple(server))
-    with contextlib.suppress(OSError):
-        descriptors = os.listdir("/proc/self/fd")
-        for name in descriptors:
-            try:
-                probe = socket.socket(fileno=os.dup(int(name)))
-            except OSError:
+    for descriptor in _socket_descriptors():
+        try:
+            probe = _borrow_socket(descriptor)
+        except OSError:
+            continue  # closed meanwhile
+        with probe:
+            if _addresses(probe) != wanted:
                 continue
-            with probe:
-                try:
-                    if probe.type != socket.SOCK_STREAM:
-                        continue
-                    found = (probe.getpeername()[:2], probe.getsockname()[:2]) == wanted
-                except OSError:
-                    continue
-                if found:
-                    # shutdown acts on the shared socket, not just on this duplicate
-                    probe.shutdown(socket.SHUT_RDWR)
-                    return True
+            with contextlib.suppress(OSError):  # the client may have gone already
+                # shutdown acts on the shared socket, not just on this duplicate
+                probe.shutdown(socket.SHUT_RDWR)
+            return True
     return False
+
+
+def _addresses(probe: socket.socket) -> tuple[Any, Any] | None:
+    """(peer, local) address of a connected socket; None for a listener or a closed one."""
+    try:
+        return (probe.getpeername()[:2], probe.getsockname()[:2])
+    except OSError:
+        return None
+
+
+def _socket_descriptors() -> list[int]:
+    """This process's descriptors that are sockets, read from /proc without opening any."""
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed since the listing
+                if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                    found.append(int(name))
+    return found
+
+
+def _borrow_socket(descriptor: int) -> socket.socket:
+    """A socket object on a duplicate of `descriptor`, which its caller closes.
+
+    A duplicate, so that closing the object leaves the server's own descriptor open; it
+    is closed here too when the socket object cannot be made.
+    """
+    copy = os.dup(descriptor)
+    try:
+        probe = socket.socket(fileno=copy)
+    except BaseException:
+        os.close(copy)
+        raise
+    if probe.type != socket.SOCK_STREAM:
+        probe.close()
+        raise OSError(f"descriptor {descriptor} is not a stream socket")
+    return probe
 
 
 class RecorderMiddleware:

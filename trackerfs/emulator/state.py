@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from trackerfs.emulator.seed import apply_seed
 from trackerfs.emulator.store import Store
 
 DEFAULT_MEDIA_TTL = 300.0
+#: The request log keeps this many of the newest entries.
+MAX_LOG_ENTRIES = 10_000
 
 
 @dataclass(slots=True)
@@ -52,10 +55,14 @@ class RuntimeConfig:
 
 
 class RequestLog:
-    """What reached the emulator, in order, for tests to assert on."""
+    """What reached the emulator, in order, for tests to assert on.
 
-    def __init__(self) -> None:
-        self._entries: list[dict[str, Any]] = []
+    Bounded, so that a long soak cannot grow the emulator without limit: past `limit`
+    entries the oldest are dropped (the sequence numbers of those kept show the gap).
+    """
+
+    def __init__(self, limit: int = MAX_LOG_ENTRIES) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
         self._seq = 0
 
     def open_entry(self, **fields: Any) -> dict[str, Any]:
@@ -66,7 +73,7 @@ class RequestLog:
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
-        """All entries, oldest first."""
+        """The entries kept, oldest first."""
         return list(self._entries)
 
     def clear(self) -> None:
