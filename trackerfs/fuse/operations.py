@@ -258,9 +258,12 @@ class Operations(pyfuse3.Operations):
         local = handle.node.local
         if handle.node.kind is Kind.LOCAL and local is not None:
             return local.spooled.pread(size, off)
-        if handle.reading is None or handle.reading.attachment is not handle.node.attachment:
-            assert handle.node.attachment is not None
-            handle.reading = self.reader.open(handle.node.attachment)
+        attachment = handle.node.attachment
+        assert attachment is not None
+        # A listing refresh gives the node an equal, new record: the reader state (and its
+        # readahead window) stays as long as the attachment is the same one.
+        if handle.reading is None or handle.reading.attachment.id != attachment.id:
+            handle.reading = self.reader.open(attachment)
         return await self.reader.read(handle.reading, off, size)
 
     @handler
