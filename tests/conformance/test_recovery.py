@@ -100,22 +100,24 @@ def test_upload_whose_answer_was_cut_off_is_found_on_the_tracker_and_not_sent_ag
 ) -> None:
     clean_emulator.fault(method="POST", path="/attachments$", action="truncate", count=1)
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
-    directory = first.path / case.project / case.plain_issue
-    source = tmp_path / "once.bin"
-    source.write_bytes(os.urandom(200_000))
-    subprocess.run(["cp", str(source), str(directory)], check=True)
-    [item] = stored(clean_emulator, case.plain_issue, "once.bin")  # it arrived, once
-    assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert os.getxattr(directory / "once.bin", "user.trackerfs.id").decode() == item["id"]
-    assert "reached the tracker as attachment" in first.log_text()
-    other = tmp_path / "other.bin"
-    other.write_bytes(b"unaffected\n")
-    subprocess.run(["cp", str(other), str(directory)], check=True)
-    assert [a["sha256"] for a in stored(clean_emulator, case.plain_issue, "other.bin")] == [
-        hashlib.sha256(b"unaffected\n").hexdigest()
-    ]
-    assert len([r for r in clean_emulator.requests() if r["method"] == "POST"]) == 2
-    crash(first)
+    try:
+        directory = first.path / case.project / case.plain_issue
+        source = tmp_path / "once.bin"
+        source.write_bytes(os.urandom(200_000))
+        subprocess.run(["cp", str(source), str(directory)], check=True)
+        [item] = stored(clean_emulator, case.plain_issue, "once.bin")  # it arrived, once
+        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert os.getxattr(directory / "once.bin", "user.trackerfs.id").decode() == item["id"]
+        assert "reached the tracker as attachment" in first.log_text()
+        other = tmp_path / "other.bin"
+        other.write_bytes(b"unaffected\n")
+        subprocess.run(["cp", str(other), str(directory)], check=True)
+        assert [a["sha256"] for a in stored(clean_emulator, case.plain_issue, "other.bin")] == [
+            hashlib.sha256(b"unaffected\n").hexdigest()
+        ]
+        assert len([r for r in clean_emulator.requests() if r["method"] == "POST"]) == 2
+    finally:
+        crash(first)
     clean_emulator.clear_requests()
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
         os.listdir(second.path / case.project)

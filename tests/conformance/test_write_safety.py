@@ -292,38 +292,35 @@ def test_a_refused_delete_at_the_last_close_is_an_error_in_the_log(
 # -- item 5: concurrent first writes ------------------------------------------------------------
 
 
-def test_concurrent_first_writes_to_one_attachment_make_one_file(
+def test_an_overwrite_that_starts_while_a_first_write_copies_uses_the_same_file(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
+    # The kernel serializes writes and truncates of one file, but not an O_TRUNC open:
+    # one arriving while the first write still copies the attachment in must wait for
+    # that copy and then truncate the same local file, not start a second one.
     from tests.conformance.test_recovery import mount_at
 
     mount = mount_at(tmp_path / "w", case, clean_emulator).start()
     try:
         target = mount.path / case.project / case.rich_issue / case.big_file
-        [old] = stored(clean_emulator, case.rich_issue, case.big_file)
-        original = clean_emulator.content(old["id"])
-        first, second = os.open(target, os.O_RDWR), os.open(target, os.O_RDWR)
-        start = threading.Barrier(2)
-
-        def patch(fd: int, data: bytes, offset: int) -> None:
-            start.wait()
-            os.pwrite(fd, data, offset)
-
-        writers = [
-            threading.Thread(target=patch, args=(first, b"FIRST", 0)),
-            threading.Thread(target=patch, args=(second, b"SECOND", 4 * MiB)),
-        ]
-        for thread in writers:
-            thread.start()
-        for thread in writers:
-            thread.join()
-        os.close(first)
+        os.listdir(target.parent)
+        clean_emulator.clear_requests()
+        clean_emulator.fault(method="GET", path=case.content_path, action="delay", delay=1.0, count=1)
+        first = os.open(target, os.O_RDWR)
+        writer = threading.Thread(target=os.pwrite, args=(first, b"FIRST", 0))
+        writer.start()
+        wait_for(
+            lambda: any(case.content_path in r["path"] for r in clean_emulator.requests()),
+            "the first write to start copying the attachment",
+        )
+        second = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        writer.join()
+        os.pwrite(second, b"SECOND", 0)
         os.close(second)
-        expected = bytearray(original)
-        expected[0:5] = b"FIRST"
-        expected[4 * MiB : 4 * MiB + 6] = b"SECOND"
+        os.close(first)
         [item] = stored(clean_emulator, case.rich_issue, case.big_file)
-        assert item["sha256"] == digest(bytes(expected))
+        assert item["sha256"] == digest(b"SECOND")
+        assert target.read_bytes() == b"SECOND"
         assert mount.unmount() == 0
         assert spool_leftovers(mount) == []
     finally:
