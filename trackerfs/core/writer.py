@@ -100,6 +100,8 @@ class Writer:
 
         Concurrent first writes wait for each other: the second gets the first's local file.
         """
+        if node.kind is Kind.LOCAL and node.local is not None and not truncate:
+            return node.local  # every later write: no lock needed
         if node.change_lock is None:
             node.change_lock = trio.Lock()
         async with node.change_lock:
@@ -300,11 +302,10 @@ class Writer:
         except TrackerError as exc:
             self.namespace.show_attachment(attachment_id)
             log.warning(
-                "uploaded %s, but the tracker refused to delete the attachment it replaces "
-                "(id %s, also named %s), which stays: %s",
+                "uploaded %s, but the tracker refused to delete the attachment it replaces (id %s), "
+                "which stays on the tracker under a name of its own: %s",
                 node.name,
                 attachment_id,
-                node.name,
                 exc,
             )
 
@@ -453,8 +454,7 @@ class Writer:
             else:
                 await self._check_may_create(issue, new_name)
         # The attachment this file was overwriting goes only once the new bytes are on the
-        # tracker: a failed upload must leave it where it was.
-        # Meanwhile its name is free: the old attachment is no longer listed.
+        # tracker, so a failed upload leaves it there; meanwhile it is no longer listed.
         if local.replaces:
             node.supersedes = (*node.supersedes, local.replaces)
             self.namespace.hide_attachment(local.replaces)
