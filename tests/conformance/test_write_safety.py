@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -258,6 +259,7 @@ def test_writes_through_a_descriptor_of_an_unlinked_attachment_work_and_upload_n
     target = directory / "readme.txt"
     original = target.read_bytes()
     clean_emulator.clear_requests()
+    reader = os.open(target, os.O_RDONLY)
     fd = os.open(target, os.O_RDWR)
     try:
         os.unlink(target)
@@ -265,8 +267,15 @@ def test_writes_through_a_descriptor_of_an_unlinked_attachment_work_and_upload_n
         assert os.pread(fd, len(original), 0) == b"GONE" + original[4:]
         assert os.fstat(fd).st_nlink == 0
         assert "readme.txt" not in os.listdir(directory)
-    finally:
         os.close(fd)
+        # A descriptor opened before the first write still reads what was written (from
+        # the mount, not from pages the kernel kept).
+        os.posix_fadvise(reader, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(reader, len(original), 0) == b"GONE" + original[4:]
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        os.close(reader)
     wait_for(
         lambda: stored(clean_emulator, case.rich_issue, "readme.txt") == [], "the delete at the last close"
     )

@@ -331,7 +331,7 @@ class Writer:
 
         A local file whose upload is running is waited for: it is an attachment by the
         time it is removed, so the tracker loses it too. An attachment that is open loses
-        its name at once and is deleted at its last close (`close_unlinked`), so that its
+        its name at once and is deleted at its last close (`last_close`), so that its
         descriptors keep working as POSIX promises.
         """
         node = await self.namespace.find(directory, name)
@@ -359,12 +359,16 @@ class Writer:
         if (await self.namespace.permissions(directory.issue)).may_delete(attachment) is False:
             raise PermissionDeniedError(f"{attachment.filename}: this account may not delete it")
 
-    async def close_unlinked(self, node: Node) -> None:
-        """The last descriptor of an attachment unlinked while open closed: DELETE it now.
+    async def last_close(self, node: Node) -> None:
+        """The last descriptor of a node closed: finish an unlink that waited for it.
 
-        No caller hears of a failure here (close already returned), so it is logged, and
-        the attachment is listed again: the tracker still has it.
+        An attachment unlinked while open is deleted now. No caller hears of a failure
+        here (close already returned), so it is logged, and the attachment is listed
+        again: the tracker still has it.
         """
+        local = node.local
+        if local is not None and local.unlinked and not local.handles:
+            local.spooled.discard()
         attachment = node.delete_at_close
         if attachment is None:
             return
@@ -495,7 +499,10 @@ class Writer:
         if local.handles:
             return
         if local.unlinked:
-            local.spooled.discard()
+            # Descriptors opened before the file became local still read it: the bytes go
+            # with the node's last close (`last_close`).
+            if node.local is not local or not node.opens:
+                local.spooled.discard()
             return
         if node.local is not local:
             # Already uploaded (the node names the attachment now) or replaced.

@@ -328,8 +328,8 @@ class Operations(pyfuse3.Operations):
         node.opens = max(0, node.opens - 1)
         if handle.local is not None:
             await self.writer.release(node, handle.local, writable=handle.writable)
-        if not node.opens and node.delete_at_close is not None:
-            await self.writer.close_unlinked(node)
+        if not node.opens and node.unlinked:
+            await self.writer.last_close(node)
 
     @handler
     async def setattr(
