@@ -36,6 +36,8 @@ class Attachment:
     web_url: str = ""
     content_url: str = ""
     checksum: str = ""
+    #: the author's account id as `Account.id` writes it ("" when the tracker does not say)
+    author_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,31 @@ class Limits:
 
     enabled: bool = True
     upload_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What the account may do with the attachments of one issue; None: cannot tell.
+
+    Trackers grant deleting one's own attachments and deleting anyone's separately;
+    `account` (the signed-in account's id) tells the account's own attachments apart.
+    """
+
+    create: bool | None = None
+    delete_own: bool | None = None
+    delete_any: bool | None = None
+    account: str = ""
+
+    def may_delete(self, attachment: Attachment) -> bool | None:
+        """Whether the account may delete `attachment` (None: the tracker cannot tell)."""
+        if self.delete_any:
+            return True
+        own = attachment.author_id == self.account if attachment.author_id and self.account else None
+        if self.delete_own and own:
+            return True
+        if self.delete_any is False and (self.delete_own is False or own is False):
+            return False
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount, force_unmount
+from trackerfs.core.spool import PENDING, Manifest
 
 pytestmark = pytest.mark.mount
 
@@ -93,22 +95,57 @@ def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
         assert "nothing waiting" in status(second)
 
 
-def test_upload_that_reached_the_tracker_is_not_sent_again(
+def test_upload_whose_answer_was_cut_off_is_found_on_the_tracker_and_not_sent_again(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
     clean_emulator.fault(method="POST", path="/attachments$", action="truncate", count=1)
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
-    target = first.path / case.project / case.plain_issue / "once.txt"
-    with pytest.raises(OSError), target.open("wb") as handle:
-        handle.write(b"exactly once\n")
-    assert len(stored(clean_emulator, case.plain_issue, "once.txt")) == 1  # it did arrive
-    crash(first)
+    try:
+        directory = first.path / case.project / case.plain_issue
+        source = tmp_path / "once.bin"
+        source.write_bytes(os.urandom(200_000))
+        subprocess.run(["cp", str(source), str(directory)], check=True)
+        [item] = stored(clean_emulator, case.plain_issue, "once.bin")  # it arrived, once
+        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert os.getxattr(directory / "once.bin", "user.trackerfs.id").decode() == item["id"]
+        assert "reached the tracker as attachment" in first.log_text()
+        other = tmp_path / "other.bin"
+        other.write_bytes(b"unaffected\n")
+        subprocess.run(["cp", str(other), str(directory)], check=True)
+        assert [a["sha256"] for a in stored(clean_emulator, case.plain_issue, "other.bin")] == [
+            hashlib.sha256(b"unaffected\n").hexdigest()
+        ]
+        assert len([r for r in clean_emulator.requests() if r["method"] == "POST"]) == 2
+    finally:
+        crash(first)
     clean_emulator.clear_requests()
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
         os.listdir(second.path / case.project)
-        assert len(stored(clean_emulator, case.plain_issue, "once.txt")) == 1
+        assert len(stored(clean_emulator, case.plain_issue, "once.bin")) == 1
         assert not [r for r in clean_emulator.requests() if r["method"] == "POST"]
-        assert "reached the tracker before" in second.log_text()
+
+
+def test_pending_upload_whose_data_changed_size_is_kept_and_not_uploaded(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    mount = mount_at(tmp_path / "w", case, clean_emulator)
+    # What another mount of the same profile could leave: a pending upload of 5,000,000
+    # bytes whose data file was cut to nothing meanwhile.
+    spool = mount.state / "spool"
+    spool.mkdir(parents=True)
+    manifest = Manifest(
+        case.project, case.plain_issue, "half.bin", state=PENDING, size=5_000_000, upload_started=time.time()
+    )
+    (spool / "0123abcd.json").write_text(json.dumps(asdict(manifest)), encoding="utf-8")
+    (spool / "0123abcd.data").write_bytes(b"only this")
+    clean_emulator.clear_requests()
+    with mount:
+        os.listdir(mount.path / case.project / case.plain_issue)
+        assert stored(clean_emulator, case.plain_issue, "half.bin") == []
+        assert not [r for r in clean_emulator.requests() if r["method"] == "POST"]
+        kept = next((mount.state / "recovered").rglob("half.bin"))
+        assert kept.read_bytes() == b"only this"
+        assert "not the 5000000 recorded" in mount.log_text()
 
 
 def test_file_open_at_a_crash_is_kept_in_recovery(

@@ -58,3 +58,15 @@ def test_adds_and_deletes_an_attachment(client: JIRA, live: EmulatorProcess) -> 
     assert stored["sha256"] == hashlib.sha256(payload).hexdigest()
     client.delete_attachment(added.id)
     assert added.id not in {a["id"] for a in live.attachments()}
+
+
+def test_reads_my_permissions(client: JIRA, live: EmulatorProcess) -> None:
+    keys = "CREATE_ATTACHMENTS,DELETE_OWN_ATTACHMENTS,DELETE_ALL_ATTACHMENTS"
+    granted = client.my_permissions(issueKey="DEMO-1", permissions=keys)["permissions"]
+    assert {key: entry["havePermission"] for key, entry in granted.items()} == dict.fromkeys(
+        keys.split(","), True
+    )
+    live.config(delete_attachments="none")
+    granted = client.my_permissions(issueKey="DEMO-1", permissions=keys)["permissions"]
+    assert granted["DELETE_ALL_ATTACHMENTS"]["havePermission"] is False
+    assert granted["CREATE_ATTACHMENTS"]["havePermission"] is True

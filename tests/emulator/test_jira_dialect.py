@@ -327,6 +327,70 @@ async def test_delete_attachment(api: httpx.AsyncClient, state: EmulatorState) -
     assert issue["fields"]["attachment"] == []
 
 
+async def test_permission_switches_refuse_deletes_and_uploads_in_jira_shape(
+    api: httpx.AsyncClient, state: EmulatorState
+) -> None:
+    ident = attachment_id(state, "runbook.md")
+    state.config.update({"delete_attachments": "none", "create_attachments": False})
+    refused = await api.delete(f"{V3}/attachment/{ident}")
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "errorMessages": [f"You do not have permission to delete attachment with id '{ident}'."],
+        "errors": {},
+    }
+    assert ident in state.store.attachments
+    upload = await api.post(
+        f"{V3}/issue/OPS-1/attachments",
+        files={"file": ("a.txt", b"a")},
+        headers={"X-Atlassian-Token": "no-check"},
+    )
+    assert upload.status_code == 403 and upload.json()["errorMessages"]
+    # Only one's own attachments: the seed's belong to others, uploads to the token's user.
+    state.config.update({"delete_attachments": "own", "create_attachments": True})
+    mine = await api.post(
+        f"{V3}/issue/OPS-1/attachments",
+        files={"file": ("a.txt", b"a")},
+        headers={"X-Atlassian-Token": "no-check"},
+    )
+    assert (await api.delete(f"{V3}/attachment/{ident}")).status_code == 403
+    assert (await api.delete(f"{V3}/attachment/{mine.json()[0]['id']}")).status_code == 204
+
+
+async def test_my_permissions_follow_the_switches(api: httpx.AsyncClient, state: EmulatorState) -> None:
+    keys = "CREATE_ATTACHMENTS,DELETE_OWN_ATTACHMENTS,DELETE_ALL_ATTACHMENTS"
+
+    async def granted(version: str = "3") -> dict[str, bool]:
+        response = await api.get(
+            f"/rest/api/{version}/mypermissions", params={"issueKey": "OPS-1", "permissions": keys}
+        )
+        assert response.status_code == 200
+        body = response.json()["permissions"]
+        assert all(body[key]["key"] == key and body[key]["type"] == "PROJECT" for key in body)
+        return {key: entry["havePermission"] for key, entry in body.items()}
+
+    every = dict.fromkeys(keys.split(","), True)
+    assert await granted() == every and await granted("2") == every
+    state.config.update({"delete_attachments": "own"})
+    assert await granted() == {**every, "DELETE_ALL_ATTACHMENTS": False}
+    state.config.update({"delete_attachments": "none", "create_attachments": False})
+    assert await granted() == dict.fromkeys(every, False)
+    missing = await api.get(f"{V3}/mypermissions", params={"issueKey": "OPS-404", "permissions": keys})
+    assert missing.status_code == 404
+    assert (await api.get(f"{V3}/mypermissions")).status_code == 400
+    assert (await api.get(f"{V3}/mypermissions", params={"permissions": "NO_SUCH"})).status_code == 400
+
+
+async def test_attachment_meta_reports_the_enabled_switch(
+    api: httpx.AsyncClient, state: EmulatorState
+) -> None:
+    state.config.update({"attachments_enabled": False})
+    assert (await api.get(f"{V3}/attachment/meta")).json()["enabled"] is False
+    with pytest.raises(ValueError, match="boolean"):
+        state.config.update({"attachments_enabled": "no"})
+    with pytest.raises(ValueError, match="delete_attachments"):
+        state.config.update({"delete_attachments": "some"})
+
+
 # -- faults ---------------------------------------------------------------------------------------
 
 

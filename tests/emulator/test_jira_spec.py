@@ -17,6 +17,8 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
+from trackerfs.emulator.state import EmulatorState
+
 #: The parts of Atlassian's spec the emulator serves, kept in the repository (tests/specs/trim.py
 #: cuts them from the full spec), so these tests run from any clean clone.
 SPEC_PATH = Path(__file__).resolve().parents[1] / "specs/jira-cloud-v3.json"
@@ -146,6 +148,17 @@ async def test_attachment_meta_and_metadata(openapi: OpenAPI, api: httpx.AsyncCl
         response = await api.get(f"{V3}/attachment/{ident}")
         assert response.status_code == 200
         check(openapi, response, f"{V3}/attachment/{{id}}")
+
+
+async def test_my_permissions(openapi: OpenAPI, api: httpx.AsyncClient, state: EmulatorState) -> None:
+    state.config.update({"delete_attachments": "own"})
+    params = {"issueKey": "DEMO-1", "permissions": "CREATE_ATTACHMENTS,DELETE_ALL_ATTACHMENTS"}
+    response = await api.get(f"{V3}/mypermissions", params=params)
+    assert response.status_code == 200
+    check(openapi, response, f"{V3}/mypermissions")
+    missing = await api.get(f"{V3}/mypermissions", params={**params, "issueKey": "DEMO-404"})
+    assert missing.status_code == 404
+    check(openapi, missing, f"{V3}/mypermissions")
 
 
 async def test_upload_response(openapi: OpenAPI, api: httpx.AsyncClient) -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import BinaryIO, ClassVar
 
-from trackerfs.model import Account, Attachment, Issue, Limits, Project
+from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
 
 #: Opens a fresh binary file positioned at 0 holding an upload's bytes (called per attempt).
 UploadSource = Callable[[], BinaryIO]
@@ -75,6 +75,14 @@ class Tracker(ABC):
     async def limits(self) -> Limits:
         """The tracker's attachment settings (default: no known limit)."""
         return Limits()
+
+    async def permissions(self, issue: Issue) -> Permissions:
+        """What the account may do with the attachments of `issue` (default: cannot tell).
+
+        Asked before an overwrite, so that one the tracker would half refuse (the upload
+        allowed, the delete of the old attachment not) fails before anything is sent.
+        """
+        return Permissions()
 
     async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
         """Attach a file to an issue and return the attachment the tracker made."""

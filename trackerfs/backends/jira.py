@@ -33,7 +33,7 @@ from trackerfs.backends.records import (
 )
 from trackerfs.config import Profile
 from trackerfs.errors import BadResponseError, ConfigError, NotFoundError
-from trackerfs.model import Account, Attachment, Issue, Limits, Project
+from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ ISSUE_FIELDS = "summary,created,updated,attachment"
 DEFAULT_PAGE_SIZE = 100
 #: A bound on pages per listing, against a server whose token never ends.
 MAX_PAGES = 10_000
+#: The permission keys `mypermissions` is asked for (Jira grants each separately).
+CREATE_ATTACHMENTS = "CREATE_ATTACHMENTS"
+DELETE_OWN_ATTACHMENTS = "DELETE_OWN_ATTACHMENTS"
+DELETE_ALL_ATTACHMENTS = "DELETE_ALL_ATTACHMENTS"
+ATTACHMENT_PERMISSIONS = (CREATE_ATTACHMENTS, DELETE_OWN_ATTACHMENTS, DELETE_ALL_ATTACHMENTS)
 
 
 class JiraTracker(Tracker):
@@ -86,16 +91,16 @@ class JiraTracker(Tracker):
             transport=transport,
             timeout=profile.timeout,
         )
+        #: the signed-in account, as attachment authors name it (set by check_account)
+        self.account_id = ""
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def check_account(self) -> Account:
         body = expect_dict(await self.http.get_json(f"{self.api}/myself"), "myself")
-        return Account(
-            id=str(body.get("accountId") or body.get("key") or body.get("name") or ""),
-            name=str(body.get("displayName") or body.get("name") or ""),
-        )
+        self.account_id = user_id(body)
+        return Account(id=self.account_id, name=str(body.get("displayName") or body.get("name") or ""))
 
     async def list_projects(self) -> list[Project]:
         if self.flavour == "datacenter":
@@ -189,6 +194,29 @@ class JiraTracker(Tracker):
             upload_limit=int(limit) if isinstance(limit, int | float) and limit > 0 else None,
         )
 
+    async def permissions(self, issue: Issue) -> Permissions:
+        """`mypermissions` for the issue: create, delete own and delete all attachments."""
+        body = expect_dict(
+            await self.http.get_json(
+                f"{self.api}/mypermissions",
+                params={"issueKey": issue.key, "permissions": ",".join(ATTACHMENT_PERMISSIONS)},
+            ),
+            "mypermissions",
+        )
+        granted = expect_dict(body.get("permissions", {}), "mypermissions permissions")
+
+        def have(key: str) -> bool | None:
+            entry = granted.get(key)
+            answer = entry.get("havePermission") if isinstance(entry, dict) else None
+            return answer if isinstance(answer, bool) else None
+
+        return Permissions(
+            create=have(CREATE_ATTACHMENTS),
+            delete_own=have(DELETE_OWN_ATTACHMENTS),
+            delete_any=have(DELETE_ALL_ATTACHMENTS),
+            account=self.account_id,
+        )
+
     async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
         response = await self.http.request(
             "POST",
@@ -258,9 +286,15 @@ class JiraTracker(Tracker):
             created=parse_time(item.get("created")),
             mime_type=str(item.get("mimeType") or "application/octet-stream"),
             author=str(author.get("displayName", "")) if isinstance(author, dict) else "",
+            author_id=user_id(author) if isinstance(author, dict) else "",
             web_url=web,
             content_url=content,
         )
+
+
+def user_id(user: dict[str, Any]) -> str:
+    """A user's stable id: Cloud's accountId, Data Center's key or name."""
+    return str(user.get("accountId") or user.get("key") or user.get("name") or "")
 
 
 def parse_time(value: Any) -> float:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import trio
 from cachetools import TTLCache
 
 from trackerfs.backends.base import Tracker
@@ -29,12 +30,15 @@ from trackerfs.config import CacheSettings
 from trackerfs.core.cache import SingleFlight
 from trackerfs.core.names import assign_names, numbered, sanitize
 from trackerfs.core.spool import LocalFile
-from trackerfs.errors import NotFoundError
-from trackerfs.model import Attachment, Issue, Project
+from trackerfs.errors import NotFoundError, TrackerError
+from trackerfs.model import Attachment, Issue, Permissions, Project
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
+#: How long the tracker's answer about what the account may do on an issue is trusted
+#: (at most the metadata TTL): one question per issue for a burst of writes.
+PERMISSIONS_TTL = 30.0
 T = TypeVar("T")
 
 
@@ -62,11 +66,25 @@ class Node:
     local: LocalFile | None = None
     lookups: int = 0
     key: tuple[str, ...] = ()
+    #: open file handles of this node (kept by the FUSE layer)
+    opens: int = 0
+    #: an attachment unlinked while open: its name is gone, it is deleted at the last close
+    delete_at_close: Attachment | None = None
+    #: attachments to delete once this file is uploaded, besides the one it `replaces`
+    #: (what a rename of an overwritten file onto another name left behind)
+    supersedes: tuple[str, ...] = ()
+    #: serializes turning an attachment into a local file (first writes race)
+    change_lock: trio.Lock | None = None
 
     @property
     def is_dir(self) -> bool:
         """Whether the node is a directory."""
         return self.kind not in (Kind.ATTACHMENT, Kind.LOCAL)
+
+    @property
+    def unlinked(self) -> bool:
+        """Whether the node lost its name while open (its descriptors still work)."""
+        return self.delete_at_close is not None or (self.local is not None and self.local.unlinked)
 
 
 @dataclass(slots=True)
@@ -103,6 +121,12 @@ class Namespace:
         self._issue_flights: SingleFlight[str, dict[str, Issue]] = SingleFlight()
         self._file_flights: SingleFlight[tuple[str, str], dict[str, Attachment]] = SingleFlight()
         self._direct_flights: SingleFlight[tuple[str, str], Issue] = SingleFlight()
+        self._permissions: TTLCache[tuple[str, str], Permissions] = TTLCache(
+            4096, min(PERMISSIONS_TTL, ttl), timer=clock
+        )
+        self._permission_flights: SingleFlight[tuple[str, str], Permissions] = SingleFlight()
+        #: attachments unlinked while open: gone from listings and lookups until deleted
+        self._hidden: set[str] = set()
         self._locals: dict[int, dict[str, Node]] = {}
         # Counts uploads and deletes made through the mount: a listing that was asked for
         # before one of them may not show it, and must not replace a newer cached one.
@@ -183,7 +207,7 @@ class Namespace:
             listed = [
                 self._attachment_node(directory, name, item)
                 for name, item in files.items()
-                if name not in local
+                if name not in local and item.id not in self._hidden
             ]
             return listed + list(local.values())
         raise NotFoundError(f"{directory.name} is not a directory")
@@ -200,7 +224,7 @@ class Namespace:
         if local is not None:
             return local
         files = await self._file_map(directory)
-        if name not in files:
+        if name not in files or files[name].id in self._hidden:
             raise NotFoundError(name)
         return self._attachment_node(directory, name, files[name])
 
@@ -345,14 +369,35 @@ class Namespace:
         """Turn an attachment's node into a local file in place (an overwrite began).
 
         The node stops naming the attachment: a later listing that still shows it gets a
-        node of its own, and never renames this one back.
+        node of its own, and never renames this one back. A node unlinked while open stays
+        without a name.
         """
         if self._inodes.get(node.key) == node.inode:
             del self._inodes[node.key]
         node.key = ("local", local.spooled.ident)
         self._inodes[node.key] = node.inode
         node.kind, node.local, node.attachment = Kind.LOCAL, local, None
-        self._locals.setdefault(node.parent, {})[node.name] = node
+        if node.delete_at_close is None:
+            self._locals.setdefault(node.parent, {})[node.name] = node
+
+    def hide(self, node: Node, attachment: Attachment) -> None:
+        """An open attachment was unlinked: its name goes now, the DELETE waits for the last close."""
+        node.delete_at_close = attachment
+        self.hide_attachment(attachment.id)
+
+    def hide_attachment(self, attachment_id: str) -> None:
+        """List an attachment no more: it is deleted as soon as the bytes replacing it are uploaded."""
+        self._hidden.add(attachment_id)
+
+    def unhide(self, node: Node) -> None:
+        """The delete of an attachment unlinked while open failed: it is listed again."""
+        if node.delete_at_close is not None:
+            self.show_attachment(node.delete_at_close.id)
+            node.delete_at_close = None
+
+    def show_attachment(self, attachment_id: str) -> None:
+        """List a hidden attachment again (the tracker refused to delete it)."""
+        self._hidden.discard(attachment_id)
 
     def remove_local(self, node: Node) -> None:
         """Take a local file out of its directory (unlink, or replaced by a rename)."""
@@ -392,6 +437,7 @@ class Namespace:
     def deleted(self, directory: Node, attachment_id: str) -> None:
         """An attachment of `directory` was deleted: drop it from the cached listing."""
         self._changes += 1
+        self._hidden.discard(attachment_id)
         issue = directory.issue
         if issue is None:
             return
@@ -405,6 +451,26 @@ class Namespace:
         self._nodes.pop(node.inode, None)
         if self._inodes.get(node.key) == node.inode:
             del self._inodes[node.key]
+
+    async def permissions(self, issue: Issue) -> Permissions:
+        """What the account may do with the attachments of `issue`, cached briefly.
+
+        A failed question counts as "cannot tell" (the tracker still decides at upload).
+        """
+        key = (issue.project_key, issue.key)
+        cached = self._permissions.get(key)
+        if cached is not None:
+            return cached
+        return await self._permission_flights.run(key, lambda: self._fetch_permissions(issue))
+
+    async def _fetch_permissions(self, issue: Issue) -> Permissions:
+        try:
+            permissions = await self._tracker.permissions(issue)
+        except TrackerError as exc:
+            log.warning("cannot tell what this account may do on %s: %s", issue.key, exc)
+            permissions = Permissions()
+        self._permissions[(issue.project_key, issue.key)] = permissions
+        return permissions
 
     def cached_files(self, inode: int) -> dict[str, Attachment]:
         """The cached attachment listing of an issue directory (empty if none is cached)."""

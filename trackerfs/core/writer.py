@@ -28,10 +28,13 @@ from trackerfs.core.namespace import Kind, Namespace, Node
 from trackerfs.core.spool import OPEN, PENDING, LocalFile, Manifest, Spool, SpoolFile, move_to_recovery
 from trackerfs.core.tempnames import is_ambiguous, is_temporary
 from trackerfs.errors import (
+    BadResponseError,
     CrossDeviceError,
     ExistsError,
     NotFoundError,
     NotPermittedError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
     SpoolFullError,
     TooLargeError,
     TrackerError,
@@ -63,33 +66,71 @@ class Writer:
 
     # -- creating and opening -------------------------------------------------------------
 
-    def create(self, directory: Node, name: str) -> Node:
-        """A new empty local file in an issue directory."""
+    async def create(self, directory: Node, name: str) -> Node:
+        """A new empty local file in an issue directory (EACCES if the tracker would refuse it)."""
         if directory.kind is not Kind.ISSUE or directory.issue is None:
             raise NotPermittedError(f"files live in issue directories, not in {directory.name or '/'}")
+        if not is_temporary(name):
+            await self._check_may_create(directory.issue, name)
         local = self._new_local(directory.issue, name)
         return self.namespace.add_local(directory, name, local)
 
+    async def _check_may_create(self, issue: Issue, name: str) -> None:
+        """Refuse a file the tracker is known to refuse, before a byte is written."""
+        if not self.limits.enabled:
+            raise PermissionDeniedError(f"{issue.key}/{name}: attachments are turned off on this tracker")
+        if (await self.namespace.permissions(issue)).create is False:
+            raise PermissionDeniedError(f"{issue.key}/{name}: this account may not add attachments here")
+
+    async def _check_may_replace(self, issue: Issue, attachment: Attachment, name: str) -> None:
+        """Refuse an overwrite whose upload or delete of the old attachment the tracker would refuse.
+
+        Uploading the new bytes and then failing to delete the old attachment would leave
+        both, so an overwrite the account may not finish is refused before anything is sent.
+        """
+        await self._check_may_create(issue, name)
+        if (await self.namespace.permissions(issue)).may_delete(attachment) is False:
+            raise PermissionDeniedError(
+                f"{issue.key}/{name}: this account may not delete attachment {attachment.id}, "
+                "so it cannot be overwritten"
+            )
+
     async def begin_overwrite(self, node: Node, *, truncate: bool) -> LocalFile:
-        """Make `node` a local file before it is changed; copy the attachment unless truncating."""
-        if node.kind is Kind.LOCAL and node.local is not None:
-            if truncate:
-                self.truncate(node.local, 0)
-            return node.local
-        attachment = node.attachment
-        if node.kind is not Kind.ATTACHMENT or attachment is None or node.issue is None:
-            raise NotPermittedError(f"{node.name} is not a file")
-        local = self._new_local(node.issue, node.name, replaces=attachment.id)
-        if not truncate:
-            try:
-                if attachment.size:
-                    await self._copy_in(attachment, local.spooled)
-            except BaseException:
-                local.spooled.discard()
-                raise
-            local.dirty = False
-        self.namespace.make_local(node, local)
-        return local
+        """Make `node` a local file before it is changed; copy the attachment unless truncating.
+
+        Concurrent first writes wait for each other: the second gets the first's local file.
+        """
+        if node.kind is Kind.LOCAL and node.local is not None and not truncate:
+            return node.local  # every later write: no lock needed
+        if node.change_lock is None:
+            node.change_lock = trio.Lock()
+        async with node.change_lock:
+            if node.kind is Kind.LOCAL and node.local is not None:
+                if truncate:
+                    self.truncate(node.local, 0)
+                return node.local
+            attachment = node.attachment
+            if node.kind is not Kind.ATTACHMENT or attachment is None or node.issue is None:
+                raise NotPermittedError(f"{node.name} is not a file")
+            unlinked = node.delete_at_close is not None
+            if not unlinked:
+                await self._check_may_replace(node.issue, attachment, node.name)
+            # A file unlinked while open changes only for its descriptors, never uploaded;
+            # its attachment is deleted at the last close.
+            local = self._new_local(node.issue, node.name, replaces=None if unlinked else attachment.id)
+            if unlinked:
+                local.unlinked = local.temporary = True
+                local.spooled.save(temporary=True)
+            if not truncate:
+                try:
+                    if attachment.size:
+                        await self._copy_in(attachment, local.spooled)
+                except BaseException:
+                    local.spooled.discard()
+                    raise
+                local.dirty = False
+            self.namespace.make_local(node, local)
+            return local
 
     def _new_local(self, issue: Issue, name: str, *, replaces: str | None = None) -> LocalFile:
         manifest = Manifest(
@@ -162,6 +203,7 @@ class Writer:
         if limit is not None and size > limit:
             raise TooLargeError(f"{node.name}: {size} bytes is over the tracker's limit of {limit}")
         known = [item.id for item in self.namespace.cached_files(node.parent).values()]
+        started = time.time()
         spooled.save(
             known=known,
             state=PENDING,
@@ -170,18 +212,19 @@ class Writer:
             project=issue.project_key,
             replaces=local.replaces,
             size=size,
-            upload_started=time.time(),
+            upload_started=started,
         )
         local.dirty = False
         log.info("uploading %s/%s (%d bytes)", issue.key, node.name, size)
         try:
-            with self._busy():
-                attachment = await self.tracker.upload(issue, node.name, size, spooled.open_for_upload)
+            before = {*known, local.replaces or "", *node.supersedes}
+            attachment = await self._send(issue, node.name, size, spooled, before, started)
         except BaseException:
             local.dirty = True
             raise
         log.info("uploaded %s/%s as attachment %s", issue.key, node.name, attachment.id)
-        replaced = local.replaces
+        replaced = [local.replaces or "", *node.supersedes]
+        node.supersedes = ()
         if local.dirty:
             # Written again while the upload ran: the next close uploads the newer bytes.
             local.replaces = attachment.id
@@ -189,16 +232,81 @@ class Writer:
         else:
             self.namespace.uploaded(node, attachment)
             spooled.discard()
-        if replaced and replaced != attachment.id:
-            await self._delete_replaced(node, replaced)
+        for old in dict.fromkeys(replaced):
+            if old and old != attachment.id:
+                await self._delete_replaced(node, old)
+
+    async def _send(
+        self, issue: Issue, name: str, size: int, spooled: SpoolFile, before: set[str], started: float
+    ) -> Attachment:
+        """Upload, and where the answer was lost, ask the tracker whether it landed.
+
+        Landed: that attachment is the result (never a second copy). Surely not (the
+        tracker's listing lacks it): one more try. Cannot tell: the error, bytes kept.
+        """
+        lost: TrackerError | None = None
+        for attempt in range(2):
+            try:
+                with self._busy():
+                    return await self.tracker.upload(issue, name, size, spooled.open_for_upload)
+            except (OutcomeUnknownError, BadResponseError) as exc:
+                lost = exc
+            except (TrackerError, OSError):
+                raise
+            except Exception as exc:
+                # An answer nothing below could classify may follow an upload that was stored.
+                log.exception("unexpected failure of the upload of %s/%s", issue.key, name)
+                lost = OutcomeUnknownError(f"upload of {name} to {issue.key}: {type(exc).__name__}")
+            log.warning(
+                "the answer to the upload of %s/%s was lost (%s); checking the tracker", issue.key, name, lost
+            )
+            try:
+                landed = await self._landed(issue, name, size, started, before)
+            except TrackerError as exc:
+                log.warning("cannot tell whether %s/%s reached the tracker: %s", issue.key, name, exc)
+                raise lost from exc
+            if landed is not None:
+                log.info("%s/%s reached the tracker as attachment %s", issue.key, name, landed.id)
+                return landed
+            if not attempt:
+                log.info("%s/%s did not reach the tracker; sending it again", issue.key, name)
+        assert lost is not None
+        raise lost
+
+    async def _landed(
+        self, issue: Issue, name: str, size: int, started: float, before: set[str]
+    ) -> Attachment | None:
+        """The attachment an upload made, if the tracker has one.
+
+        It is one not in `before` (the ids known when the upload began), of the same name
+        and size, created no earlier than the upload's start (less a clock-skew slack).
+        """
+        for existing in await self.tracker.list_attachments(issue):
+            if (
+                existing.id not in before
+                and existing.filename == name
+                and existing.size == size
+                and existing.created >= started - SAME_UPLOAD_SLACK
+            ):
+                return existing
+        return None
 
     async def _delete_replaced(self, node: Node, attachment_id: str) -> None:
-        """After an upload: delete the attachment it replaces; a refusal is only logged."""
+        """After an upload: delete the attachment it replaces; a refusal is only logged.
+
+        The name already shows the new bytes (it belongs to the newest attachment of that
+        name); the old attachment stays on the tracker under a name of its own.
+        """
         try:
             await self._delete(self.namespace.node(node.parent), attachment_id, node.name)
         except TrackerError as exc:
+            self.namespace.show_attachment(attachment_id)
             log.warning(
-                "uploaded %s, but the attachment it replaces (%s) remains: %s", node.name, attachment_id, exc
+                "uploaded %s, but the tracker refused to delete the attachment it replaces (id %s), "
+                "which stays on the tracker under a name of its own: %s",
+                node.name,
+                attachment_id,
+                exc,
             )
 
     @contextmanager
@@ -222,7 +330,9 @@ class Writer:
         """Delete an attachment (DELETE on the tracker) or drop a local file.
 
         A local file whose upload is running is waited for: it is an attachment by the
-        time it is removed, so the tracker loses it too.
+        time it is removed, so the tracker loses it too. An attachment that is open loses
+        its name at once and is deleted at its last close (`last_close`), so that its
+        descriptors keep working as POSIX promises.
         """
         node = await self.namespace.find(directory, name)
         if node is None:
@@ -234,8 +344,42 @@ class Writer:
                     return node
         if node.kind is not Kind.ATTACHMENT or node.attachment is None:
             raise NotPermittedError(f"{name} is a directory of the tracker")
+        if node.opens:
+            await self._check_may_delete(directory, node.attachment)
+            self.namespace.hide(node, node.attachment)
+            log.info("%s/%s is open: it is deleted when its last descriptor closes", directory.name, name)
+            return node
         await self._delete(directory, node.attachment.id, name)
         return node
+
+    async def _check_may_delete(self, directory: Node, attachment: Attachment) -> None:
+        """EACCES now for a delete the tracker is known to refuse (it would come too late)."""
+        if directory.issue is None:
+            return
+        if (await self.namespace.permissions(directory.issue)).may_delete(attachment) is False:
+            raise PermissionDeniedError(f"{attachment.filename}: this account may not delete it")
+
+    async def last_close(self, node: Node) -> None:
+        """The last descriptor of a node closed: finish an unlink that waited for it.
+
+        An attachment unlinked while open is deleted now. No caller hears of a failure
+        here (close already returned), so it is logged, and the attachment is listed
+        again: the tracker still has it.
+        """
+        local = node.local
+        if local is not None and local.unlinked and not local.handles:
+            local.spooled.discard()
+        attachment = node.delete_at_close
+        if attachment is None:
+            return
+        directory = self.namespace.node(node.parent)
+        try:
+            await self._delete(directory, attachment.id, attachment.filename)
+        except TrackerError as exc:
+            log.error("%s/%s was unlinked but the tracker kept it: %s", directory.name, node.name, exc)
+            self.namespace.unhide(node)
+        else:
+            node.delete_at_close = None
 
     async def _drop_local(self, directory: Node, node: Node, local: LocalFile) -> None:
         # The original of an overwrite goes too (its bytes were replaced by the user); if
@@ -306,8 +450,18 @@ class Writer:
             raise ExistsError(new_name)
         if target is not None and target.is_dir:
             raise NotPermittedError(f"{new_name} is a directory")
+        issue = target_dir.issue
+        assert issue is not None
+        if not is_temporary(new_name):
+            if target is not None and target.kind is Kind.ATTACHMENT and target.attachment is not None:
+                await self._check_may_replace(issue, target.attachment, new_name)
+            else:
+                await self._check_may_create(issue, new_name)
+        # The attachment this file was overwriting goes only once the new bytes are on the
+        # tracker, so a failed upload leaves it there; meanwhile it is no longer listed.
         if local.replaces:
-            await self._delete(source_dir, local.replaces, node.name)
+            node.supersedes = (*node.supersedes, local.replaces)
+            self.namespace.hide_attachment(local.replaces)
             local.replaces = None
         if target is not None and target.kind is Kind.LOCAL and target.local is not None:
             async with target.local.upload_lock:
@@ -321,13 +475,12 @@ class Writer:
                         target.local.spooled.save(temporary=True)
                 elif target.attachment is not None:
                     replaced = target.attachment.id
+            node.supersedes = (*node.supersedes, *target.supersedes)
             local.replaces = replaced
         elif target is not None and target.attachment is not None:
             local.replaces = target.attachment.id
         self.namespace.move_local(node, target_dir, new_name)
         local.temporary = is_temporary(new_name)
-        issue = target_dir.issue
-        assert issue is not None
         local.spooled.save(
             name=new_name,
             issue=issue.key,
@@ -346,7 +499,10 @@ class Writer:
         if local.handles:
             return
         if local.unlinked:
-            local.spooled.discard()
+            # Descriptors opened before the file became local still read it: the bytes go
+            # with the node's last close (`last_close`).
+            if node.local is not local or not node.opens:
+                local.spooled.discard()
             return
         if node.local is not local:
             # Already uploaded (the node names the attachment now) or replaced.
@@ -390,25 +546,25 @@ class Writer:
 
     async def _finish(self, spooled: SpoolFile) -> None:
         manifest = spooled.manifest
+        size = spooled.size()
+        if size != manifest.size:
+            # Not the bytes whose upload began (another process wrote the spool): the
+            # caller keeps them in the recovery folder rather than upload a guess.
+            raise TrackerError(
+                f"its data holds {size} bytes, not the {manifest.size} recorded when its upload began"
+            )
         project = Project(manifest.project, manifest.project, "")
         issue = await self.tracker.get_issue(project, manifest.issue)
-        size = spooled.size()
         started = manifest.upload_started or manifest.created
         before = set(manifest.known) | {manifest.replaces or ""}
-        for existing in await self.tracker.list_attachments(issue):
-            if (
-                existing.id not in before
-                and existing.filename == manifest.name
-                and existing.size == size
-                and existing.created >= started - SAME_UPLOAD_SLACK
-            ):
-                log.info(
-                    "%s/%s reached the tracker before trackerfs stopped (attachment %s)",
-                    manifest.issue,
-                    manifest.name,
-                    existing.id,
-                )
-                break
+        landed = await self._landed(issue, manifest.name, size, started, before)
+        if landed is not None:
+            log.info(
+                "%s/%s reached the tracker before trackerfs stopped (attachment %s)",
+                manifest.issue,
+                manifest.name,
+                landed.id,
+            )
         else:
             log.info(
                 "finishing the upload of %s/%s (%d bytes) left from an earlier run",

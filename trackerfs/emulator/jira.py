@@ -55,6 +55,23 @@ SEARCH_REMOVED = (
     "A full migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046"
 )
 
+#: The permissions `/mypermissions` knows: key → (id, name, description). The emulator's
+#: user may browse everything; the attachment ones follow the runtime config.
+PERMISSIONS: dict[str, tuple[str, str, str]] = {
+    "BROWSE_PROJECTS": ("10", "Browse Projects", "Ability to browse projects and the issues within them."),
+    "CREATE_ATTACHMENTS": ("19", "Create Attachments", "Users with this permission may create attachments."),
+    "DELETE_ALL_ATTACHMENTS": (
+        "38",
+        "Delete All Attachments",
+        "Users with this permission may delete all attachments.",
+    ),
+    "DELETE_OWN_ATTACHMENTS": (
+        "39",
+        "Delete Own Attachments",
+        "Users with this permission may delete own attachments.",
+    ),
+}
+
 _JQL_VALUE = r'"[^"]*"|\'[^\']*\'|[\w.-]+'
 _JQL_CLAUSE = r"\b{field}\s*(?:=\s*(?P<one>{value})|\bin\s*\((?P<many>[^)]*)\))"
 _JQL_PROJECT = re.compile(_JQL_CLAUSE.format(field="project", value=_JQL_VALUE), re.IGNORECASE)
@@ -340,6 +357,7 @@ class JiraDialect:
             ("/search", self.search_legacy, ["GET", "POST"]),
             ("/issue/{key}", self.issue_get, ["GET"]),
             ("/issue/{key}/attachments", self.upload, ["POST"]),
+            ("/mypermissions", self.my_permissions, ["GET"]),
             ("/attachment/meta", self.attachment_meta, ["GET"]),
             ("/attachment/content/{id}", self.attachment_content, ["GET"]),
             ("/attachment/thumbnail/{id}", self.attachment_content, ["GET"]),
@@ -535,7 +553,50 @@ class JiraDialect:
 
     async def attachment_meta(self, request: Request, version: str) -> Response:
         """Attachment settings: enabled and the upload limit."""
-        return AsciiJSONResponse({"enabled": True, "uploadLimit": self.state.config.upload_limit})
+        config = self.state.config
+        return AsciiJSONResponse({"enabled": config.attachments_enabled, "uploadLimit": config.upload_limit})
+
+    def _granted(self) -> dict[str, bool]:
+        config = self.state.config
+        return {
+            "BROWSE_PROJECTS": True,
+            "CREATE_ATTACHMENTS": config.create_attachments,
+            "DELETE_ALL_ATTACHMENTS": config.delete_attachments == "all",
+            "DELETE_OWN_ATTACHMENTS": config.delete_attachments in ("all", "own"),
+        }
+
+    async def my_permissions(self, request: Request, version: str) -> Response:
+        """The token's user's permissions (``permissions`` required), optionally for an issue."""
+        params = request.query_params
+        keys = [key.strip() for key in params.get("permissions", "").split(",") if key.strip()]
+        if not keys:
+            raise JiraError(400, "The 'permissions' query parameter is required.")
+        unknown = [key for key in keys if key not in PERMISSIONS]
+        if unknown:
+            raise JiraError(400, f"Permission '{unknown[0]}' does not exist.")
+        issue = params.get("issueId") or params.get("issueKey")
+        if issue:
+            self._issue(issue)
+        project = params.get("projectId") or params.get("projectKey")
+        if project and not any(project in (p.key, p.id) for p in self.state.store.projects.values()):
+            raise JiraError(404, f"No project could be found with key '{project}'.")
+        granted = self._granted()
+        body = {
+            key: {
+                "id": PERMISSIONS[key][0],
+                "key": key,
+                "name": PERMISSIONS[key][1],
+                "type": "PROJECT",
+                "description": PERMISSIONS[key][2],
+                "havePermission": granted[key],
+            }
+            for key in keys
+        }
+        return AsciiJSONResponse({"permissions": body})
+
+    def _may_delete(self, attachment: Attachment) -> bool:
+        rights = self.state.config.delete_attachments
+        return rights == "all" or (rights == "own" and attachment.author == EMULATOR_USER)
 
     async def attachment_get(self, request: Request, version: str) -> Response:
         """AttachmentMetadata (integer id)."""
@@ -544,9 +605,11 @@ class JiraDialect:
         return AsciiJSONResponse(links.attachment(attachment, metadata=True))
 
     async def attachment_delete(self, request: Request, version: str) -> Response:
-        """Delete an attachment: 204."""
-        if self.state.store.delete_attachment(request.path_params["id"]) is None:
-            raise JiraError(404, f"The attachment with id '{request.path_params['id']}' does not exist.")
+        """Delete an attachment: 204; 403 when the config denies it, 404 when missing."""
+        ident = request.path_params["id"]
+        if not self._may_delete(self._attachment(ident)):
+            raise JiraError(403, f"You do not have permission to delete attachment with id '{ident}'.")
+        self.state.store.delete_attachment(ident)
         return Response(status_code=204)
 
     def _serve_bytes(self, request: Request, attachment: Attachment) -> Response:
@@ -575,6 +638,10 @@ class JiraDialect:
         if request.headers.get("x-atlassian-token", "").lower() != "no-check":
             raise JiraError(403, "XSRF check failed")
         issue = self._issue(request.path_params["key"])
+        if not self.state.config.attachments_enabled:
+            raise JiraError(403, "Attachments are disabled on this site.")
+        if not self.state.config.create_attachments:
+            raise JiraError(403, "You do not have permission to create attachments for this issue.")
         limit = self.state.config.upload_limit
         try:
             parts = await receive_multipart(request, self.state.upload_dir, limit)

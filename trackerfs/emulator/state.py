@@ -20,6 +20,8 @@ from trackerfs.emulator.store import Store
 DEFAULT_MEDIA_TTL = 300.0
 #: The request log keeps this many of the newest entries.
 MAX_LOG_ENTRIES = 10_000
+#: Whose attachments the token's user may delete: anyone's, only its own, none.
+DELETE_RIGHTS = ("all", "own", "none")
 
 
 @dataclass(slots=True)
@@ -30,6 +32,12 @@ class RuntimeConfig:
     upload_limit: int
     range_support: bool = True
     media_ttl: float = DEFAULT_MEDIA_TTL
+    #: the site's attachment switch (`/attachment/meta` `enabled`)
+    attachments_enabled: bool = True
+    #: whether the token's user may add attachments
+    create_attachments: bool = True
+    #: whose attachments the token's user may delete (DELETE_RIGHTS)
+    delete_attachments: str = "all"
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial JSON update; raises ValueError on unknown keys or bad types."""
@@ -37,9 +45,12 @@ class RuntimeConfig:
             if key in ("page_size", "upload_limit"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError(f"{key} must be a positive integer")
-            elif key == "range_support":
+            elif key in ("range_support", "attachments_enabled", "create_attachments"):
                 if not isinstance(value, bool):
-                    raise ValueError("range_support must be a boolean")
+                    raise ValueError(f"{key} must be a boolean")
+            elif key == "delete_attachments":
+                if value not in DELETE_RIGHTS:
+                    raise ValueError(f"delete_attachments must be one of {', '.join(DELETE_RIGHTS)}")
             elif key == "media_ttl":
                 if not isinstance(value, int | float) or isinstance(value, bool):
                     raise ValueError("media_ttl must be a number of seconds")

@@ -24,12 +24,14 @@ import pyfuse3
 from pyfuse3 import FileHandleT, FileInfo, InodeT, RequestContext
 
 from trackerfs.config import CacheSettings
+from trackerfs.core.names import MAX_NAME_BYTES, sanitize
 from trackerfs.core.namespace import Kind, Namespace, Node
 from trackerfs.core.reader import BLOCK_SIZE, Reader, ReadState
 from trackerfs.core.spool import LocalFile
 from trackerfs.core.writer import Writer
 from trackerfs.errors import (
     AuthenticationError,
+    BadRequestError,
     NotFoundError,
     NotPermittedError,
     PermissionDeniedError,
@@ -84,6 +86,25 @@ def handler(
     return wrapper
 
 
+def new_name(raw: bytes) -> str:
+    """The name of a file being created or renamed, if the tracker can show it back as written.
+
+    Longer than 255 bytes: ENAMETOOLONG. Not UTF-8, or anything the listing would show
+    differently (control characters such as a newline): EINVAL. Accepted otherwise, the
+    file would come back under another name.
+    """
+    if len(raw) > MAX_NAME_BYTES:
+        log.warning("refused a name of %d bytes (at most %d)", len(raw), MAX_NAME_BYTES)
+        raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError(f"{raw!r} is not UTF-8; the tracker could not show it back") from None
+    if sanitize(text) != text:
+        raise BadRequestError(f"{text!r} would not come back as written (control characters, / or dots)")
+    return text
+
+
 @dataclass(slots=True)
 class OpenFile:
     """An open file: the node, its reader state, and whether it may write."""
@@ -135,13 +156,13 @@ class Operations(pyfuse3.Operations):
         when = self.mounted_at
         if node.kind is Kind.ATTACHMENT and node.attachment is not None:
             entry.st_mode = pyfuse3.ModeT(FILE_MODE)
-            entry.st_nlink = 1
+            entry.st_nlink = 0 if node.unlinked else 1
             entry.st_size = node.attachment.size
             when = int(node.attachment.created * 1e9) or when
         elif node.kind is Kind.LOCAL and node.local is not None:
             entry.st_blksize = WRITE_SIZE
             entry.st_mode = pyfuse3.ModeT(FILE_MODE)
-            entry.st_nlink = 1
+            entry.st_nlink = 0 if node.unlinked else 1
             entry.st_size = node.local.size
             when = int(node.local.mtime * 1e9)
         else:
@@ -162,6 +183,8 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         text = os.fsdecode(name)
         log.debug("lookup(%d, %r)", parent_inode, text)
+        if len(name) > MAX_NAME_BYTES:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         if text in (".", ".."):
             node = self.namespace.node(parent_inode)
             node = self.namespace.node(node.parent) if text == ".." else node
@@ -227,16 +250,17 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: InodeT, name: pyfuse3.FileNameT, mode: int, flags: int, ctx: RequestContext
     ) -> tuple[FileInfo, pyfuse3.EntryAttributes]:
-        text = os.fsdecode(name)
-        log.debug("create(%d, %r, 0o%o)", parent_inode, text, flags)
+        log.debug("create(%d, %r, 0o%o)", parent_inode, os.fsdecode(name), flags)
+        text = new_name(name)
         if not stat.S_ISREG(mode):
             raise NotPermittedError(f"{text}: only regular files can be attached")
-        node = self.writer.create(self.namespace.node(parent_inode), text)
+        node = await self.writer.create(self.namespace.node(parent_inode), text)
         self.namespace.remember(node)
         return self._open_handle(node, True), self.attributes(node)
 
     def _open_handle(self, node: Node, writable: bool) -> FileInfo:
         fh = next(self._handles)
+        node.opens += 1
         if node.kind is Kind.LOCAL and node.local is not None:
             node.local.handles += 1
             self._files[fh] = OpenFile(node, None, writable, local=node.local)
@@ -258,9 +282,12 @@ class Operations(pyfuse3.Operations):
         local = handle.node.local
         if handle.node.kind is Kind.LOCAL and local is not None:
             return local.spooled.pread(size, off)
-        if handle.reading is None or handle.reading.attachment is not handle.node.attachment:
-            assert handle.node.attachment is not None
-            handle.reading = self.reader.open(handle.node.attachment)
+        attachment = handle.node.attachment
+        assert attachment is not None
+        # A listing refresh gives the node an equal, new record: the reader state (and its
+        # readahead window) stays as long as the attachment is the same one.
+        if handle.reading is None or handle.reading.attachment.id != attachment.id:
+            handle.reading = self.reader.open(attachment)
         return await self.reader.read(handle.reading, off, size)
 
     @handler
@@ -295,8 +322,14 @@ class Operations(pyfuse3.Operations):
     @handler
     async def release(self, fh: FileHandleT) -> None:
         handle = self._files.pop(fh, None)
-        if handle is not None and handle.local is not None:
-            await self.writer.release(handle.node, handle.local, writable=handle.writable)
+        if handle is None:
+            return
+        node = handle.node
+        node.opens = max(0, node.opens - 1)
+        if handle.local is not None:
+            await self.writer.release(node, handle.local, writable=handle.writable)
+        if not node.opens and node.unlinked:
+            await self.writer.last_close(node)
 
     @handler
     async def setattr(
@@ -343,8 +376,16 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: RequestContext,
     ) -> None:
-        old, new = os.fsdecode(name_old), os.fsdecode(name_new)
-        log.debug("rename(%d, %r, %d, %r, %d)", parent_inode_old, old, parent_inode_new, new, flags)
+        old = os.fsdecode(name_old)
+        log.debug(
+            "rename(%d, %r, %d, %r, %d)",
+            parent_inode_old,
+            old,
+            parent_inode_new,
+            os.fsdecode(name_new),
+            flags,
+        )
+        new = new_name(name_new)
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         await self.writer.rename(

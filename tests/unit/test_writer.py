@@ -1,0 +1,172 @@
+"""The writer's decisions with an in-memory tracker: lost upload answers, permissions."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.unit.memory_tracker import MemoryTracker
+from trackerfs.backends.base import UploadSource
+from trackerfs.config import CacheSettings
+from trackerfs.core.namespace import ROOT_INODE, Namespace, Node
+from trackerfs.core.spool import Spool
+from trackerfs.core.writer import Writer
+from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TrackerError
+from trackerfs.model import Attachment, Issue, Limits, Permissions
+
+
+class WritableTracker(MemoryTracker):
+    """A memory tracker that takes uploads, can lose their answers, and has permissions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: per upload attempt: (store it?, then lose the answer?)
+        self.upload_plan: list[tuple[bool, bool]] = []
+        self.granted = Permissions()
+        self._next_id = 100
+
+    async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
+        store, lose = self.upload_plan.pop(0) if self.upload_plan else (True, False)
+        self.calls.append(("upload", issue.key, filename))
+        with source() as handle:
+            data = handle.read()
+        attachment = Attachment(str(self._next_id), filename, len(data), time.time())
+        self._next_id += 1
+        if store:
+            self.blobs[attachment.id] = data
+            current = self.issues[issue.key]
+            self.issues[issue.key] = Issue(
+                current.key, current.id, "P", attachments=(*(current.attachments or ()), attachment)
+            )
+        if lose:
+            raise OutcomeUnknownError("connection lost after sending")
+        return attachment
+
+    async def delete(self, attachment: Attachment) -> None:
+        self.calls.append(("delete", attachment.id))
+
+    async def permissions(self, issue: Issue) -> Permissions:
+        self.calls.append(("permissions", issue.key))
+        return self.granted
+
+    def uploads(self) -> int:
+        return sum(1 for call in self.calls if call[0] == "upload")
+
+
+@pytest.fixture
+def tracker() -> WritableTracker:
+    tracker = WritableTracker()
+    tracker.add("P-1", ("1", "old.txt", b"old bytes"))
+    return tracker
+
+
+@pytest.fixture
+def writer(tracker: WritableTracker, tmp_path: Path) -> Writer:
+    namespace = Namespace(tracker, CacheSettings())
+    return Writer(namespace, tracker, Spool(tmp_path / "spool"), tmp_path, Limits())
+
+
+async def issue_dir(writer: Writer) -> Node:
+    project = await writer.namespace.lookup(ROOT_INODE, "P")
+    directory = await writer.namespace.lookup(project.inode, "P-1")
+    await writer.namespace.list_dir(directory.inode)
+    return directory
+
+
+async def write_and_close(writer: Writer, name: str, data: bytes) -> Node:
+    node = await writer.create(await issue_dir(writer), name)
+    assert node.local is not None
+    writer.write(node.local, 0, data)
+    await writer.flush(node)
+    return node
+
+
+async def test_an_upload_whose_answer_was_lost_but_that_landed_is_not_sent_again(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    tracker.upload_plan = [(True, True)]
+    node = await write_and_close(writer, "new.txt", b"new bytes")
+    assert tracker.uploads() == 1
+    [landed] = [a for a in tracker.issues["P-1"].attachments or () if a.filename == "new.txt"]
+    assert node.attachment == landed
+
+
+async def test_an_upload_that_surely_did_not_land_is_sent_once_more(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    tracker.upload_plan = [(False, True), (True, False)]
+    node = await write_and_close(writer, "new.txt", b"new bytes")
+    assert tracker.uploads() == 2
+    assert node.attachment is not None and tracker.blobs[node.attachment.id] == b"new bytes"
+
+
+async def test_a_second_lost_answer_without_a_landing_is_eio_and_the_bytes_stay(
+    tracker: WritableTracker, writer: Writer, tmp_path: Path
+) -> None:
+    tracker.upload_plan = [(False, True), (False, True)]
+    with pytest.raises(TrackerError) as caught:
+        await write_and_close(writer, "new.txt", b"new bytes")
+    assert caught.value.errno == errno.EIO
+    assert tracker.uploads() == 2
+    assert [p.read_bytes() for p in (tmp_path / "spool").glob("*.data")] == [b"new bytes"]
+
+
+async def test_an_overwrite_the_account_may_not_delete_is_refused_before_any_upload(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    tracker.granted = Permissions(create=True, delete_own=False, delete_any=False, account="me")
+    directory = await issue_dir(writer)
+    node = await writer.namespace.lookup(directory.inode, "old.txt")
+    with pytest.raises(PermissionDeniedError):
+        await writer.begin_overwrite(node, truncate=True)
+    assert tracker.uploads() == 0 and node.attachment is not None
+
+
+async def test_the_permission_answer_is_asked_once_for_a_burst_of_creates(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    directory = await issue_dir(writer)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        await writer.create(directory, name)
+    assert [call for call in tracker.calls if call[0] == "permissions"] == [("permissions", "P-1")]
+
+
+async def test_concurrent_first_writes_share_one_local_file(tracker: WritableTracker, writer: Writer) -> None:
+    directory = await issue_dir(writer)
+    node = await writer.namespace.lookup(directory.inode, "old.txt")
+    tracker.gate = trio.Event()
+    results = []
+
+    async def begin() -> None:
+        results.append(await writer.begin_overwrite(node, truncate=False))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(begin)
+        nursery.start_soon(begin)
+        await trio.testing.wait_all_tasks_blocked()
+        tracker.gate.set()
+    assert len(results) == 2 and results[0] is results[1]
+    assert len([call for call in tracker.calls if call[0] == "range"]) == 1
+
+
+def own(author: str) -> Attachment:
+    return Attachment("5", "a.txt", 1, 0.0, author_id=author)
+
+
+@pytest.mark.parametrize(
+    ("permissions", "attachment", "expected"),
+    [
+        (Permissions(), own("me"), None),
+        (Permissions(delete_any=True), own("other"), True),
+        (Permissions(delete_own=True, delete_any=False, account="me"), own("me"), True),
+        (Permissions(delete_own=True, delete_any=False, account="me"), own("other"), False),
+        (Permissions(delete_own=True, delete_any=False, account="me"), own(""), None),
+        (Permissions(delete_own=False, delete_any=False, account="me"), own(""), False),
+    ],
+)
+def test_who_may_delete_what(permissions: Permissions, attachment: Attachment, expected: bool | None) -> None:
+    assert permissions.may_delete(attachment) is expected
