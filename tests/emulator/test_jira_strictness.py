@@ -7,6 +7,7 @@ a moved issue) so that the client's handling of them is testable.
 from __future__ import annotations
 
 import argparse
+import base64
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -124,7 +125,12 @@ async def test_configured_users_replace_the_default_ones(open_emulator: Open) ->
         assert (await api.get(f"{V3}/myself")).status_code == 401  # USER is not among them
         bob = await api.get(f"{V3}/myself", auth=("bob@corp.example", TOKEN))
         assert bob.status_code == 200 and bob.json()["emailAddress"] == "bob@corp.example"
-        assert (await api.get(f"{V3}/myself", auth=("bob@corp.example", "wrong"))).status_code == 401
+        for password in ("wrong", ""):
+            refused = await api.get(f"{V3}/myself", auth=("bob@corp.example", password))
+            assert refused.status_code == 401, password
+        utf8 = base64.b64encode("bob@corp.example:wröng".encode()).decode()
+        refused = await api.get(f"{V3}/myself", auth=None, headers={"Authorization": f"Basic {utf8}"})
+        assert refused.status_code == 401
         bearer = await api.get(f"{V3}/myself", auth=None, headers={"Authorization": f"Bearer {TOKEN}"})
         assert bearer.json()["emailAddress"] == "alice@corp.example"
         answer = await api.post(

@@ -154,14 +154,16 @@ class JiraDialect(Dialect):
         """Basic with a known user and the token as password, or Bearer with the token."""
         token = bearer_token(request)
         if token is not None:
-            return self.state.token_owner if hmac.compare_digest(token, self.state.token) else None
+            return self.state.token_owner if self._is_token(token) else None
         credentials = basic_credentials(request)
         if credentials is None:
             return None
         user = self.state.users.get(credentials[0])
-        if user is None or not hmac.compare_digest(credentials[1], self.state.token):
-            return None
-        return user
+        return user if user is not None and self._is_token(credentials[1]) else None
+
+    def _is_token(self, given: str) -> bool:
+        # bytes: compare_digest refuses str with non-ASCII characters
+        return hmac.compare_digest(given.encode(), self.state.token.encode())
 
     def _refusal(self, request: Request) -> JiraError:
         if self.switch("login_redirect"):
