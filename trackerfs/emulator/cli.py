@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flavour",
         choices=flavours,
-        help="which of the vendor's products to be (jira: cloud, datacenter, both; default: both)",
+        help="which of the vendor's products to be (default: the dialect's first, which serves all)",
     )
     parser.add_argument(
         "--user",
