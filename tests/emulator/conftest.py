@@ -13,6 +13,8 @@ from trackerfs.emulator import EmulatorOptions, create_app, create_media_app
 from trackerfs.emulator.state import EmulatorState
 
 TOKEN = "test-token"
+#: one of the user names the emulator accepts by default (Basic auth checks the user)
+USER = "tester@example.com"
 API = "http://jira.test"
 MEDIA = "http://media.test"
 
@@ -29,7 +31,7 @@ def state(tmp_path: Path) -> EmulatorState:
 async def api(state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
     """An authenticated client of the API app, in process."""
     transport = httpx.ASGITransport(app=create_app(state))
-    async with httpx.AsyncClient(transport=transport, base_url=API, auth=("me", TOKEN)) as client:
+    async with httpx.AsyncClient(transport=transport, base_url=API, auth=(USER, TOKEN)) as client:
         yield client
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.emulator.conftest import API, MEDIA, TOKEN
 from tests.support.emulator import EmulatorProcess
-from trackerfs.emulator.jira import SEARCH_REMOVED
+from trackerfs.emulator.dialects.jira import SEARCH_REMOVED
 from trackerfs.emulator.state import EmulatorState
 
 V3 = "/rest/api/3"
@@ -43,12 +43,16 @@ async def test_requests_without_valid_credentials_get_401_with_jira_body(
     assert response.status_code == 401
 
 
-async def test_basic_with_any_user_and_bearer_are_accepted(api: httpx.AsyncClient) -> None:
-    assert (await api.get(f"{V3}/myself", auth=("anyone@example.com", TOKEN))).status_code == 200
+async def test_basic_checks_the_user_and_bearer_belongs_to_the_first(api: httpx.AsyncClient) -> None:
+    other = await api.get(f"{V3}/myself", auth=("other@example.com", TOKEN))
+    assert other.status_code == 200 and other.json()["emailAddress"] == "other@example.com"
+    stranger = await api.get(f"{V3}/myself", auth=("anyone@example.com", TOKEN))
+    assert stranger.status_code == 401
+    assert stranger.json()["errorMessages"][0].startswith("You are not authenticated")
     bearer = await api.get(f"{V3}/myself", auth=None, headers={"Authorization": f"Bearer {TOKEN}"})
     assert bearer.status_code == 200
     assert bearer.json()["active"] is True
-    assert bearer.json()["displayName"]
+    assert bearer.json()["emailAddress"] == "tester@example.com"
 
 
 async def test_unknown_rest_path_is_404_in_jira_shape(api: httpx.AsyncClient) -> None:
@@ -132,7 +136,9 @@ async def test_search_jql_rejects_empty_unbounded_and_unknown_project(api: httpx
         assert response.json()["errorMessages"]
 
 
-async def test_old_cloud_search_is_gone_but_dc_search_pages(api: httpx.AsyncClient) -> None:
+async def test_old_cloud_search_is_gone_but_dc_search_pages(
+    api: httpx.AsyncClient, state: EmulatorState
+) -> None:
     for method in ("GET", "POST"):
         gone = await api.request(method, f"{V3}/search", params={"jql": "project=DEMO"})
         assert gone.status_code == 410
@@ -143,7 +149,7 @@ async def test_old_cloud_search_is_gone_but_dc_search_pages(api: httpx.AsyncClie
     # DC: default *navigable fields, content under /secure/attachment
     first = (await api.get("/rest/api/2/search", params={"jql": "project=DEMO"})).json()
     content = first["issues"][0]["fields"]["attachment"][0]["content"]
-    assert content == f"{API}/secure/attachment/10000/readme.txt"
+    assert content == f"{API}/secure/attachment/{attachment_id(state, 'readme.txt')}/readme.txt"
 
 
 # -- issue and attachment metadata --------------------------------------------------------------
@@ -267,7 +273,9 @@ async def test_upload_returns_array_and_stores_bytes(api: httpx.AsyncClient, sta
     assert [a["filename"] for a in body] == ["été ü.txt", "b.bin"]
     assert [a["size"] for a in body] == [5, 300]
     stored = state.store.attachments[body[0]["id"]]
-    assert stored.sha256 == sha(b"hello") and stored.issue == "DEMO-5"
+    assert stored.sha256 == sha(b"hello") and state.store.issues[stored.issue].key == "DEMO-5"
+    assert stored.md5 == hashlib.md5(b"hello").hexdigest()
+    assert stored.author.email == "tester@example.com"  # the user the credentials name
     assert state.store.blob_path(stored).read_bytes() == b"hello"
     again = await api.post(f"{V3}/issue/DEMO-5/attachments", files=files[:1], headers=UPLOAD_HEADERS)
     assert again.json()[0]["id"] != body[0]["id"]  # duplicate names are allowed
@@ -479,14 +487,15 @@ def test_demo_seed_files_are_valid(state: EmulatorState) -> None:
     assert docx.testzip() is None and "word/document.xml" in docx.namelist()
     assert content("big.bin") == random.Random(42).randbytes(8 * 1024 * 1024)
     ids = [int(a) for a in state.store.attachments]
-    assert ids[0] == 10000 and ids == sorted(ids)
+    assert ids == sorted(ids)
     created = [a.created for a in state.store.attachments.values()]
     assert created == sorted(created) and len(set(created)) == len(created)
 
 
 async def test_reset_restores_seed(api: httpx.AsyncClient, state: EmulatorState) -> None:
-    await api.delete(f"{V3}/attachment/10000")
+    readme = attachment_id(state, "readme.txt")
+    await api.delete(f"{V3}/attachment/{readme}")
     state.config.page_size = 1
     assert (await api.post("/_emulator/reset")).status_code == 200
-    assert "10000" in state.store.attachments and state.config.page_size == 5
+    assert readme in state.store.attachments and state.config.page_size == 5
     assert state.log.entries() == []

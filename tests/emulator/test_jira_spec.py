@@ -141,10 +141,13 @@ async def test_issue_with_hostile_attachment_names(
     check(openapi, missing, f"{V3}/issue/{{issueIdOrKey}}")
 
 
-async def test_attachment_meta_and_metadata(openapi: OpenAPI, api: httpx.AsyncClient) -> None:
+async def test_attachment_meta_and_metadata(
+    openapi: OpenAPI, api: httpx.AsyncClient, state: EmulatorState
+) -> None:
     meta = await api.get(f"{V3}/attachment/meta")
     check(openapi, meta, f"{V3}/attachment/meta")
-    for ident in ("10000", "10001"):  # text and image (with thumbnail)
+    for name in ("readme.txt", "diagram.png"):  # text and image (with thumbnail)
+        ident = next(a.id for a in state.store.attachments.values() if a.filename == name)
         response = await api.get(f"{V3}/attachment/{ident}")
         assert response.status_code == 200
         check(openapi, response, f"{V3}/attachment/{{id}}")
@@ -172,7 +175,7 @@ async def test_upload_response(openapi: OpenAPI, api: httpx.AsyncClient) -> None
 
 
 async def test_validation_catches_a_wrong_shape(
-    openapi: OpenAPI, attachment_schema: OAS30Validator, api: httpx.AsyncClient
+    openapi: OpenAPI, attachment_schema: OAS30Validator, api: httpx.AsyncClient, state: EmulatorState
 ) -> None:
     """The check above can fail: a body with a wrongly typed field is rejected."""
     response = await api.get(f"{V3}/attachment/meta")
@@ -180,8 +183,9 @@ async def test_validation_catches_a_wrong_shape(
     forged = httpx.Response(200, json=broken, request=response.request)
     with pytest.raises(InvalidData):
         check(openapi, forged, f"{V3}/attachment/meta")
-    metadata = (await api.get(f"{V3}/attachment/10000")).json()
-    for field, value in (("created", "yesterday"), ("size", "75"), ("id", "10000")):
+    readme = next(a.id for a in state.store.attachments.values() if a.filename == "readme.txt")
+    metadata = (await api.get(f"{V3}/attachment/{readme}")).json()
+    for field, value in (("created", "yesterday"), ("size", "75"), ("id", readme)):
         forged = httpx.Response(200, json={**metadata, field: value}, request=response.request)
         with pytest.raises(InvalidData):
             check(openapi, forged, f"{V3}/attachment/{{id}}")

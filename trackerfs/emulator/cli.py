@@ -9,20 +9,36 @@ from pathlib import Path
 
 import trio
 
+from trackerfs.emulator.dialects import DIALECTS
 from trackerfs.emulator.options import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_UPLOAD_LIMIT,
+    DEFAULT_USERS,
     TOKEN_ENV,
     EmulatorOptions,
     resolve_token,
 )
 from trackerfs.emulator.seed import SEEDS
-from trackerfs.emulator.server import DIALECTS, serve_emulator
+from trackerfs.emulator.server import serve_emulator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser``."""
     parser.add_argument("--tracker", choices=sorted(DIALECTS), default="jira")
+    flavours = sorted({f for dialect in DIALECTS.values() for f in dialect.flavours})
+    parser.add_argument(
+        "--flavour",
+        choices=flavours,
+        help="which of the vendor's products to be (default: the dialect's first, which serves all)",
+    )
+    parser.add_argument(
+        "--user",
+        action="append",
+        dest="users",
+        metavar="NAME",
+        help=f"a user name Basic auth accepts (repeatable; default: {', '.join(DEFAULT_USERS)});"
+        " the first owns the token",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="API port (0: any free port)")
     parser.add_argument("--media-port", type=int, default=0, help="media origin port")
@@ -47,6 +63,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
     """EmulatorOptions from parsed arguments."""
     return EmulatorOptions(
         tracker=args.tracker,
+        flavour=args.flavour,
+        users=tuple(args.users) if args.users else DEFAULT_USERS,
         host=args.host,
         port=args.port,
         media_port=args.media_port,
@@ -67,7 +85,11 @@ async def _run(options: EmulatorOptions) -> None:
             print(f"url: {info.base_url}", flush=True)
             print(f"media: {info.media_url}", flush=True)
             print(f"token: {info.token}", flush=True)
-            print(f"tracker: {options.tracker}  seed: {options.seed}  data: {info.data_dir}", flush=True)
+            print(
+                f"tracker: {options.tracker} ({info.state.flavour})  seed: {options.seed}"
+                f"  data: {info.data_dir}",
+                flush=True,
+            )
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break

@@ -43,27 +43,33 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
 
     async def attachments(request: Request) -> Response:
         store = state.store
-        return AsciiJSONResponse(
-            [
+        described = []
+        for a in store.attachments.values():
+            issue = store.issues[a.issue]
+            described.append(
                 {
                     "id": a.id,
-                    "project": store.issues[a.issue].project,
-                    "issue": a.issue,
+                    "project": store.project_of(issue).key,
+                    "issue": issue.key or issue.id,
+                    "issue_id": issue.id,
                     "filename": a.filename,
                     "size": a.size,
                     "sha256": a.sha256,
+                    "md5": a.md5,
                     "created": a.created.isoformat(),
                     "mime_type": a.mime_type,
                     "author": a.author.display_name,
                     "blob_name": a.blob_name,
+                    "external_url": a.external_url,
+                    "comment": a.comment,
+                    "state": a.state.value,
                 }
-                for a in store.attachments.values()
-            ]
-        )
+            )
+        return AsciiJSONResponse(described)
 
     async def attachment_content(request: Request) -> Response:
         attachment = state.store.attachments.get(request.path_params["id"])
-        if attachment is None:
+        if attachment is None or attachment.is_external:
             return _problem(404, "no such attachment")
         return FileSliceResponse(
             state.store.blob_path(attachment),
@@ -108,10 +114,22 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
 
     async def issues(request: Request) -> Response:
         body = await _json_body(request)
-        if not isinstance(body, dict) or body.get("project") not in state.store.projects:
+        project = state.store.project_by_key(str(body.get("project"))) if isinstance(body, dict) else None
+        if project is None:
             return _problem(400, "expected {project: an existing key, summary}")
-        issue = state.store.add_issue(body["project"], str(body.get("summary") or "Issue"))
+        issue = state.store.add_issue(project.id, str(body.get("summary") or "Issue"))
         return AsciiJSONResponse({"key": issue.key, "id": issue.id}, status_code=201)
+
+    async def move_issue(request: Request) -> Response:
+        issue = state.store.issue_by_key(request.path_params["key"])
+        if issue is None:
+            return _problem(404, "no such issue")
+        body = await _json_body(request)
+        project = state.store.project_by_key(str(body.get("project"))) if isinstance(body, dict) else None
+        if project is None:
+            return _problem(400, "expected {project: an existing key}")
+        moved = state.store.move_issue(issue.id, project.id)
+        return AsciiJSONResponse({"key": moved.key, "id": moved.id, "aliases": moved.aliases})
 
     return [
         Route(f"{PREFIX}/requests", requests, methods=["GET", "DELETE"]),
@@ -122,4 +140,5 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{PREFIX}/projects", projects, methods=["POST"]),
         Route(f"{PREFIX}/issues", issues, methods=["POST"]),
+        Route(f"{PREFIX}/issues/{{key}}/move", move_issue, methods=["POST"]),
     ]

@@ -31,7 +31,7 @@ def media_routes(state: EmulatorState) -> list[BaseRoute]:
         token = request.query_params.get("token", "")
         if not state.signer.verify(blob_name, token):
             return media_error(401, "Missing, invalid or expired token")
-        attachment = next((a for a in state.store.attachments.values() if a.blob_name == blob_name), None)
+        attachment = state.store.attachment_by_blob(blob_name)
         if attachment is None:
             return media_error(404, "File not found")
         return blob_response(

@@ -22,15 +22,16 @@ from trackerfs.emulator.faults import FaultRule
 from trackerfs.emulator.state import EmulatorState
 
 CONTROL_PREFIX = "/_emulator"
-LOGGED_HEADERS = ("x-atlassian-token", "content-type", "range", "user-agent")
+#: headers every origin logs; a dialect adds its vendor's (``Dialect.logged_headers``)
+LOGGED_HEADERS = ("content-type", "range", "user-agent")
 
 
 class _TruncatedError(Exception):
     """Raised inside the send wrapper to stop the app midway through a body."""
 
 
-def _header_selection(headers: dict[str, str]) -> dict[str, str]:
-    selection = {name: headers[name] for name in LOGGED_HEADERS if name in headers}
+def _header_selection(headers: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    selection = {name: headers[name] for name in names if name in headers}
     if "authorization" in headers:
         # Never the value: tests only need to know whether credentials were sent.
         selection["authorization"] = "present"
@@ -102,11 +103,20 @@ def _borrow_socket(descriptor: int) -> socket.socket:
 class RecorderMiddleware:
     """Logs every non-control request and applies the first matching fault rule."""
 
-    def __init__(self, app: ASGIApp, *, state: EmulatorState, origin: str, error: ErrorFactory) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        state: EmulatorState,
+        origin: str,
+        error: ErrorFactory,
+        logged_headers: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.state = state
         self.origin = origin
         self.error = error
+        self.logged_headers = (*logged_headers, *LOGGED_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wrap one request."""
@@ -124,7 +134,7 @@ class RecorderMiddleware:
             status=None,
             bytes_sent=0,
             authorized="authorization" in headers,
-            headers=_header_selection(headers),
+            headers=_header_selection(headers, self.logged_headers),
             upload=None,
         )
         scope.setdefault("state", {})["log_entry"] = entry

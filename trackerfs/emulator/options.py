@@ -10,6 +10,9 @@ from pathlib import Path
 TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_UPLOAD_LIMIT = 100 * 1024 * 1024
+#: The users whose credentials the emulator accepts unless ``--user`` says otherwise: the
+#: ones the tests, the benchmarks and ``trackerfs demo`` sign in as. The first owns the token.
+DEFAULT_USERS = ("tester@example.com", "other@example.com", "demo@example.com", "bench@example.com")
 
 
 def resolve_token(explicit: str | None) -> str:
@@ -19,9 +22,15 @@ def resolve_token(explicit: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EmulatorOptions:
-    """How to start an emulator; ``port=0`` means any free port."""
+    """How to start an emulator; ``port=0`` means any free port.
+
+    ``flavour`` ``None`` is the dialect's default flavour; ``users`` are the accepted
+    user names (the first is the one a bearer token belongs to).
+    """
 
     tracker: str = "jira"
+    flavour: str | None = None
+    users: tuple[str, ...] = DEFAULT_USERS
     host: str = "127.0.0.1"
     port: int = 0
     media_port: int = 0

@@ -143,13 +143,13 @@ def big_binary() -> bytes:
 
 def seed_demo(store: Store) -> None:
     """Projects DEMO and OPS with the attachments the tests and ``trackerfs demo`` expect."""
-    demo = store.add_project("DEMO", "Demo project").key
-    ops = store.add_project("OPS", "Operations").key
-    issues = [store.add_issue(demo, f"Demo issue {n}").key for n in range(1, 13)]
-    ops_1 = store.add_issue(ops, "Runbook").key
+    demo = store.add_project("DEMO", "Demo project").id
+    ops = store.add_project("OPS", "Operations").id
+    issues = [store.add_issue(demo, f"Demo issue {n}") for n in range(1, 13)]
+    ops_1 = store.add_issue(ops, "Runbook").id
     store.add_issue(ops, "Nothing attached")
 
-    demo_1 = issues[0]
+    demo_1 = issues[0].id
     readme = "trackerfs demo\n\nThese files are attachments of DEMO-1.\nOpen them as files.\n"
     store.add_attachment(demo_1, "readme.txt", readme.encode(), author=ALICE)
     store.add_attachment(demo_1, "diagram.png", png_image(), author=ALICE)
@@ -158,20 +158,19 @@ def seed_demo(store: Store) -> None:
     store.add_attachment(demo_1, "report.docx", docx_document(), author=ALICE)
     store.add_attachment(demo_1, "big.bin", big_binary(), author=BOB)
 
-    demo_2 = issues[1]
+    demo_2 = issues[1].id
     store.add_attachment(demo_2, "notes.txt", b"first notes (oldest)\n", author=ALICE)
     store.add_attachment(demo_2, "notes.txt", b"second notes, same name\n", author=BOB)
     store.add_attachment(demo_2, "notes (2).txt", b"really named notes (2)\n", author=ALICE)
 
-    demo_3 = issues[2]
+    demo_3 = issues[2].id
     for index, name in enumerate(HOSTILE_NAMES):
         store.add_attachment(demo_3, name, f"hostile name #{index}\n".encode(), author=BOB)
 
     for issue in issues[3:]:
-        number = int(issue.rsplit("-", 1)[1])
-        if number % 2 == 0:
-            text = f"Notes for {issue}.\n"
-            store.add_attachment(issue, f"notes-{number}.txt", text.encode(), author=ALICE)
+        if issue.number % 2 == 0:
+            text = f"Notes for {issue.key}.\n"
+            store.add_attachment(issue.id, f"notes-{issue.number}.txt", text.encode(), author=ALICE)
 
     runbook = "# Runbook\n\n1. Mount the tracker.\n2. Read the attachments.\n"
     store.add_attachment(ops_1, "runbook.md", runbook.encode(), author=BOB)
@@ -179,7 +178,7 @@ def seed_demo(store: Store) -> None:
 
 def seed_empty(store: Store) -> None:
     """Project TEST with three issues and no attachments."""
-    test = store.add_project("TEST", "Test project").key
+    test = store.add_project("TEST", "Test project").id
     for n in range(1, 4):
         store.add_issue(test, f"Test issue {n}")
 

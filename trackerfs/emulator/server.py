@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,29 +16,14 @@ from hypercorn.trio import serve
 from hypercorn.typing import Framework
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
 
-from trackerfs.emulator import jira
-from trackerfs.emulator.content import ErrorFactory
 from trackerfs.emulator.control import control_routes
+from trackerfs.emulator.dialects import dialect_class
 from trackerfs.emulator.media import media_error, media_routes
 from trackerfs.emulator.middleware import RecorderMiddleware
 from trackerfs.emulator.options import EmulatorOptions
+from trackerfs.emulator.routing import install_convertors
 from trackerfs.emulator.state import EmulatorState
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What a vendor module contributes: its routes and its error body."""
-
-    routes: Callable[[EmulatorState], list[BaseRoute]]
-    error: ErrorFactory
-
-
-# One entry per vendor module; the CLI offers these names for --tracker.
-DIALECTS: dict[str, Dialect] = {
-    "jira": Dialect(lambda state: jira.JiraDialect(state).routes(), jira.error_response),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +39,19 @@ class EmulatorInfo:
 
 def create_app(state: EmulatorState) -> Starlette:
     """The API origin: the vendor dialect plus the control API, behind the recorder."""
-    dialect = DIALECTS[state.options.tracker]
+    install_convertors()
+    dialect = state.dialect_type(state)
     return Starlette(
-        routes=[*control_routes(state), *dialect.routes(state)],
-        middleware=[Middleware(RecorderMiddleware, state=state, origin="api", error=dialect.error)],
+        routes=[*control_routes(state), *dialect.routes()],
+        middleware=[
+            Middleware(
+                RecorderMiddleware,
+                state=state,
+                origin="api",
+                error=dialect.error_response,
+                logged_headers=dialect.logged_headers,
+            )
+        ],
     )
 
 
@@ -104,8 +98,7 @@ async def serve_emulator(
     Both listeners are bound (port 0 = a free port, read back from the bound socket, so
     there is no race) before ``task_status.started(EmulatorInfo)``.
     """
-    if options.tracker not in DIALECTS:
-        raise ValueError(f"unknown tracker dialect {options.tracker!r}")
+    dialect_class(options.tracker)  # an unknown name fails before anything is bound
     with open_data_dir(options.data_dir) as data_dir:
         state = EmulatorState(options, data_dir)
         async with trio.open_nursery() as nursery:

@@ -8,14 +8,15 @@ import hmac
 import secrets
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trackerfs.emulator.dialects import dialect_class
 from trackerfs.emulator.faults import Faults
 from trackerfs.emulator.options import EmulatorOptions
 from trackerfs.emulator.seed import apply_seed
-from trackerfs.emulator.store import Store
+from trackerfs.emulator.store import Store, User, user_for_login
 
 DEFAULT_MEDIA_TTL = 300.0
 #: The request log keeps this many of the newest entries.
@@ -26,18 +27,22 @@ DELETE_RIGHTS = ("all", "own", "none")
 
 @dataclass(slots=True)
 class RuntimeConfig:
-    """Settings a test may change while the emulator runs (``/_emulator/config``)."""
+    """Settings a test may change while the emulator runs (``/_emulator/config``).
+
+    ``switches`` are the dialect's own on/off settings; they appear beside the shared keys.
+    """
 
     page_size: int
     upload_limit: int
     range_support: bool = True
     media_ttl: float = DEFAULT_MEDIA_TTL
-    #: the site's attachment switch (`/attachment/meta` `enabled`)
+    #: the site's attachment switch (Jira's `/attachment/meta` `enabled`)
     attachments_enabled: bool = True
-    #: whether the token's user may add attachments
+    #: whether the signed-in user may add attachments
     create_attachments: bool = True
-    #: whose attachments the token's user may delete (DELETE_RIGHTS)
+    #: whose attachments the signed-in user may delete (DELETE_RIGHTS)
     delete_attachments: str = "all"
+    switches: dict[str, bool] = field(default_factory=dict)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial JSON update; raises ValueError on unknown keys or bad types."""
@@ -56,13 +61,20 @@ class RuntimeConfig:
                     raise ValueError("media_ttl must be a number of seconds")
                 setattr(self, key, float(value))
                 continue
+            elif key in self.switches:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{key} must be a boolean")
+                self.switches[key] = value
+                continue
             else:
                 raise ValueError(f"unknown config key {key!r}")
             setattr(self, key, value)
 
     def describe(self) -> dict[str, Any]:
         """The config as JSON."""
-        return asdict(self)
+        described = asdict(self)
+        switches: dict[str, bool] = described.pop("switches")
+        return described | switches
 
 
 class RequestLog:
@@ -121,8 +133,16 @@ class EmulatorState:
     def __init__(self, options: EmulatorOptions, data_dir: Path) -> None:
         self.options = options
         self.token = options.token
-        self.store = Store(data_dir / "blobs")
-        self.config = RuntimeConfig(options.page_size, options.upload_limit)
+        self.dialect_type = dialect_class(options.tracker)
+        self.flavour = options.flavour or self.dialect_type.flavours[0]
+        if self.flavour not in self.dialect_type.flavours:
+            raise ValueError(f"{options.tracker} has no flavour {self.flavour!r}")
+        if not options.users:
+            raise ValueError("the emulator needs at least one user")
+        #: accepted user names → their records; the first owns the token
+        self.users: dict[str, User] = {login: user_for_login(login) for login in options.users}
+        self.store = Store(data_dir / "blobs", self.dialect_type.format_id)
+        self.config = self._initial_config()
         self.log = RequestLog()
         self.faults = Faults()
         self.signer = MediaSigner()
@@ -145,4 +165,14 @@ class EmulatorState:
         apply_seed(self.store, self.options.seed)
         self.log.clear()
         self.faults.clear()
-        self.config = RuntimeConfig(self.options.page_size, self.options.upload_limit)
+        self.config = self._initial_config()
+
+    def _initial_config(self) -> RuntimeConfig:
+        return RuntimeConfig(
+            self.options.page_size, self.options.upload_limit, switches=dict(self.dialect_type.switches)
+        )
+
+    @property
+    def token_owner(self) -> User:
+        """The user a bearer token belongs to."""
+        return next(iter(self.users.values()))

@@ -1,6 +1,6 @@
 """Streaming multipart/form-data reception into files (vendor-neutral).
 
-Parts are written to disk as they arrive, with their size and sha256, so a 1 GiB upload
+Parts are written to disk as they arrive, with their size, sha256 and md5, so a 1 GiB upload
 never sits in memory. Dialects decide which part names they accept.
 """
 
@@ -42,6 +42,7 @@ class ReceivedPart:
     path: Path | None
     size: int = 0
     sha256: str = ""
+    md5: str = ""
     value: bytearray = field(default_factory=bytearray)
 
 
@@ -85,6 +86,7 @@ class _PartWriter:
         self._value = b""
         self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False)
 
     def on_part_begin(self) -> None:
         self._headers = {}
@@ -107,6 +109,7 @@ class _PartWriter:
             path = self.spool_dir / uuid.uuid4().hex
             self._file = path.open("wb")
             self._hash = hashlib.sha256()
+            self._md5 = hashlib.md5(usedforsecurity=False)
         self.parts.append(
             ReceivedPart(
                 name=params.get("name", ""),
@@ -130,12 +133,14 @@ class _PartWriter:
         # Synchronous writes: they land in the page cache and keep the parser simple.
         self._file.write(chunk)
         self._hash.update(chunk)
+        self._md5.update(chunk)
 
     def on_part_end(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
             self.parts[-1].sha256 = self._hash.hexdigest()
+            self.parts[-1].md5 = self._md5.hexdigest()
 
     def close(self) -> None:
         if self._file is not None:

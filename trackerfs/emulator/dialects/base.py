@@ -1,0 +1,90 @@
+"""The interface every vendor dialect implements, and what dialects share about auth.
+
+A dialect is one vendor's API over the shared state (store, config, media signer). The
+shared core (server, middleware, control API, media origin, seeds) asks it only what
+this class declares; everything else about the vendor stays in its module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from trackerfs.emulator.store import Issue, Kind, User
+
+if TYPE_CHECKING:
+    from trackerfs.emulator.state import EmulatorState
+
+
+class Dialect(ABC):
+    """One vendor's API: its routes, credentials, error body, ids and upload rules."""
+
+    #: the name ``--tracker`` selects (the backend module's name)
+    name: ClassVar[str]
+    #: the ``--flavour`` values this vendor knows; the first is the default
+    flavours: ClassVar[tuple[str, ...]] = ("default",)
+    #: request headers the request log keeps for this vendor, besides the shared ones
+    logged_headers: ClassVar[tuple[str, ...]] = ()
+    #: whether the vendor's content endpoints honour Range at all (Waldur's do not)
+    range_support: ClassVar[bool] = True
+    #: on/off switches of this vendor's behaviour, settable through ``/_emulator/config``
+    switches: ClassVar[Mapping[str, bool]] = {}
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    @staticmethod
+    @abstractmethod
+    def format_id(kind: Kind, serial: int) -> str:
+        """The vendor's id for the ``serial``-th record of the store (unique across kinds)."""
+
+    @staticmethod
+    @abstractmethod
+    def error_response(status: int, message: str) -> Response:
+        """The vendor's error body with ``status`` (also used for injected faults)."""
+
+    @abstractmethod
+    def routes(self) -> list[BaseRoute]:
+        """Every route of the vendor API."""
+
+    @abstractmethod
+    def authenticate(self, request: Request) -> User | None:
+        """The user whose valid credentials the request carries, else ``None``."""
+
+    def upload_name(self, issue: Issue, requested: str) -> str:
+        """The name the tracker stores an upload under (Waldur sanitises and dedupes)."""
+        return requested
+
+    def serves_ranges(self) -> bool:
+        """Whether content answers honour Range now (the vendor's rule and the test switch)."""
+        return self.range_support and self.state.config.range_support
+
+    def switch(self, name: str) -> bool:
+        """The current value of one of this dialect's ``switches``."""
+        return self.state.config.switches[name]
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """``(user, password)`` of an HTTP Basic ``Authorization`` header, else ``None``."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def bearer_token(request: Request, scheme: str = "bearer") -> str | None:
+    """The token of an ``Authorization: <scheme> TOKEN`` header (Bearer, OAuth), else ``None``."""
+    given, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if given.lower() == scheme.lower() else None
