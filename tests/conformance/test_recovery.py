@@ -84,12 +84,13 @@ def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
     assert stored(clean_emulator, case.plain_issue, "notes.bin") == []
     assert "notes.bin" in status(first)
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        wait_for(lambda: "finishing the upload" in second.log_text(), "the recovery to start")
+        wait_for(lambda: "recovering" not in status(second), "the recovery to finish")
         [item] = stored(clean_emulator, case.plain_issue, "notes.bin")
         assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
         assert (
             second.path / case.project / case.plain_issue / "notes.bin"
         ).read_bytes() == source.read_bytes()
-        assert "finishing the upload" in second.log_text()
         assert "nothing waiting" in status(second)
 
 
