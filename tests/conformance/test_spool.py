@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.test_recovery import crash, mount_at, status, stored, upload_started, wait_for
+from tests.conformance.test_recovery import (
+    crash,
+    mount_at,
+    status,
+    stored,
+    upload_reached,
+    upload_started,
+    wait_for,
+)
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount, write_config
@@ -214,7 +222,7 @@ def test_recovery_runs_behind_a_live_mount(
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue
     copy = subprocess.Popen(["cp", str(source), str(target)], stderr=subprocess.PIPE)
-    wait_for(lambda: upload_started(first.state), "the upload to start", timeout=60)
+    wait_for(lambda: upload_reached(clean_emulator), "the upload to reach the tracker", timeout=60)
     crash(first)
     assert copy.wait(timeout=30) != 0
     clean_emulator.clear_faults()
