@@ -441,6 +441,9 @@ class Writer:
                 log.error("could not upload %s left from an earlier run (%s); kept at %s", where, exc, target)
         except OSError as exc:
             log.error("could not recover %s from the spool: %s", where, exc)
+        except Exception:
+            # The mount is live and serves others: one upload going wrong must not end it.
+            log.exception("recovering %s failed; it stays in the spool for the next mount", where)
 
     async def _finish(self, spooled: SpoolFile) -> None:
         manifest = spooled.manifest
