@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from tests.conformance.test_recovery import (
 )
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
-from tests.support.mount import Mount, write_config
+from tests.support.mount import Mount, force_unmount, write_config
 
 pytestmark = pytest.mark.mount
 
@@ -54,7 +55,7 @@ def uploaded_names(emulator: EmulatorProcess) -> list[str]:
 
 
 def mount_in_foreground(
-    config: Path, name: str, mountpoint: Path, env: dict[str, str]
+    config: Path, name: str, mountpoint: Path, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -70,7 +71,7 @@ def mount_in_foreground(
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env=env,
         check=False,
     )
@@ -123,7 +124,7 @@ def test_second_mount_of_a_profile_is_refused_and_the_first_goes_on(
             profile={**case.profile, "spool_dir": str(first.state)},
             name=first.name,
         )
-        refused = mount_in_foreground(second.config, second.name, second.path, second.env)
+        refused = mount_in_foreground(second.config, second.name, second.path, second.env, timeout=30)
         assert first.process is not None
         expected = (
             f"trackerfs: profile {first.name} is already mounted at {first.path} by pid {first.process.pid}"
@@ -146,6 +147,7 @@ def test_second_mount_of_a_profile_is_refused_and_the_first_goes_on(
         assert uploaded_names(clean_emulator).count("big.bin") == 1
     finally:
         first.stop()
+        force_unmount(tmp_path / "b" / "mnt")
 
 
 TEMPORARY_LOOKING = [
@@ -337,3 +339,41 @@ def test_unusable_spool_dir_is_one_line(
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"trackerfs: cannot use the state directory {spool_dir}: ")
     assert not os.path.ismount(mnt)
+
+
+def test_sigterm_during_recovery_finishes_the_upload_in_hand_and_keeps_the_rest(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    sources = {name: os.urandom(MiB + index) for index, name in enumerate(("one.bin", "two.bin"))}
+    for name, data in sources.items():
+        (tmp_path / name).write_bytes(data)
+    clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=2, count=2)
+    first = mount_at(tmp_path / "w", case, clean_emulator).start()
+    target = first.path / case.project / case.plain_issue
+    copies = [subprocess.Popen(["cp", str(tmp_path / name), str(target)]) for name in sources]
+    wait_for(
+        lambda: sum(r["method"] == "POST" for r in clean_emulator.requests()) == 2,
+        "both uploads to reach the tracker",
+    )
+    crash(first)
+    assert all(copy.wait(timeout=30) != 0 for copy in copies)
+    clean_emulator.clear_faults()
+    clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=3, count=1)
+    second = mount_at(tmp_path / "w", case, clean_emulator).start()
+    try:
+        wait_for(lambda: "finishing the upload" in second.log_text(), "the recovery to start")
+        assert second.process is not None
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(timeout=60) == 0
+    finally:
+        second.stop()
+    landed = [name for name in sources if stored(clean_emulator, case.plain_issue, name)]
+    assert len(landed) == 1
+    [left] = set(sources) - set(landed)
+    assert f"{left}" in status(second) and "waiting for upload" in status(second)
+    with mount_at(tmp_path / "w", case, clean_emulator) as third:
+        wait_for(lambda: stored(clean_emulator, case.plain_issue, left), "the rest to be uploaded")
+        wait_for(lambda: "recovering" not in status(third), "the recovery to finish")
+    for name, data in sources.items():
+        [item] = stored(clean_emulator, case.plain_issue, name)
+        assert item["sha256"] == sha256(data)
