@@ -119,8 +119,9 @@ class SpoolFile:
 
     def sync(self) -> None:
         """Make the bytes durable (blocks: call it from a worker thread)."""
-        if not self.discarded:
-            os.fsync(self.fd)
+        with self._disk:  # a discard meanwhile must not close the descriptor under fsync
+            if not self.discarded:
+                os.fsync(self.fd)
 
     def save(self, **changes: Any) -> None:
         """Update the manifest on disk atomically and durably (blocks on fsync)."""
@@ -152,11 +153,12 @@ class SpoolFile:
             self._fd = None
 
     def discard(self) -> None:
-        """Remove the manifest, then the data (a crash between leaves data that is kept)."""
+        """Remove the data, then the manifest (a crash between leaves a lone manifest,
+        which the next mount removes: discarded bytes never come back as a leftover)."""
         with self._disk:
             self.discarded = True
             self.close()
-            for path in (self.spool.manifest_path(self.ident), self.data_path):
+            for path in (self.data_path, self.spool.manifest_path(self.ident)):
                 path.unlink(missing_ok=True)
 
     def move_data(self, target: Path) -> None:
