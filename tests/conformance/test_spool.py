@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,27 @@ def mount_in_foreground(
     )
 
 
+@contextlib.contextmanager
+def notify_socket() -> Iterator[tuple[str, Callable[[], list[str]]]]:
+    """A socket standing in for systemd's: its address, and the messages received so far."""
+    folder = Path(tempfile.mkdtemp(prefix="tfs-notify-"))  # short: socket paths have a limit
+    messages: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(folder / "notify"))
+        sock.setblocking(False)
+
+        def received() -> list[str]:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    messages.append(sock.recv(4096).decode())
+            return messages
+
+        try:
+            yield str(folder / "notify"), received
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def umask_022() -> Iterator[None]:
     """The usual umask, which would make new files 0644 and directories 0755."""
@@ -87,6 +111,7 @@ def umask_022() -> Iterator[None]:
 
 HALF_WRITER = """
 import sys
+import tempfile
 with open(sys.argv[1], "wb") as out:
     out.write(b"first half, ")
     out.flush()
@@ -230,18 +255,27 @@ def test_recovery_runs_behind_a_live_mount(
     clean_emulator.clear_faults()
     clean_emulator.clear_requests()
     clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=10, count=1)
-    with mount_at(tmp_path / "w", case, clean_emulator) as second:
-        assert os.path.ismount(second.path)
-        assert case.plain_issue in os.listdir(second.path / case.project)
-        assert stored(clean_emulator, case.plain_issue, "large.bin") == []  # still uploading
-        assert "recovering: 1 left" in status(second)
-        wait_for(
-            lambda: stored(clean_emulator, case.plain_issue, "large.bin"), "the upload to land", timeout=90
-        )
-        wait_for(lambda: "recovering" not in status(second), "the status to clear")
-        [item] = stored(clean_emulator, case.plain_issue, "large.bin")
-        assert item["sha256"] == sha256(source.read_bytes())
-        assert second.unmount() == 0
+    second = mount_at(tmp_path / "w", case, clean_emulator)
+    with notify_socket() as (address, received):
+        second.env["NOTIFY_SOCKET"] = address
+        with second:
+            assert os.path.ismount(second.path)
+            assert case.plain_issue in os.listdir(second.path / case.project)
+            assert stored(clean_emulator, case.plain_issue, "large.bin") == []  # still uploading
+            assert "recovering: 1 left" in status(second)
+            wait_for(lambda: "READY=1" in received(), "READY=1")
+            assert any(m.startswith("STATUS=finishing 1 upload") for m in received())
+            assert stored(clean_emulator, case.plain_issue, "large.bin") == []  # READY=1 came first
+            wait_for(
+                lambda: stored(clean_emulator, case.plain_issue, "large.bin"),
+                "the upload to land",
+                timeout=90,
+            )
+            wait_for(lambda: "recovering" not in status(second), "the status to clear")
+            [item] = stored(clean_emulator, case.plain_issue, "large.bin")
+            assert item["sha256"] == sha256(source.read_bytes())
+            assert second.unmount() == 0
+        assert any("uploads left from an earlier run are done" in m for m in received())
     assert uploaded_names(clean_emulator).count("large.bin") == 1
     assert len(stored(clean_emulator, case.plain_issue, "large.bin")) == 1
 
