@@ -17,6 +17,7 @@ from trackerfs.backends.multipart import FilePart, MultipartBody
 from trackerfs.core.spool import PENDING, Manifest, Spool, describe_state, keep_orphans
 from trackerfs.core.statedir import hold_profile_lock, make_private_dir, mount_holder
 from trackerfs.errors import ConfigError
+from trackerfs.logsetup import private_file_handler
 
 
 def new_file(spool: Spool, data: bytes = b"") -> tuple[str, Path]:
@@ -220,3 +221,19 @@ async def test_asave_does_its_disk_work_off_the_trio_thread(
     await spooled.asave(state=PENDING)
     assert spooled.manifest.state == PENDING
     assert writers and writers[0] != threading.get_ident()
+
+
+def test_the_log_file_is_private_and_an_unwritable_one_is_one_line(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        existing = tmp_path / "old.log"
+        existing.write_text("from an older version\n")
+        existing.chmod(0o644)
+        for log_file in (existing, tmp_path / "new" / "trackerfs.log"):
+            private_file_handler(log_file).close()
+            assert mode(log_file) == 0o600
+        assert mode(tmp_path / "new") == 0o700
+    finally:
+        os.umask(old)
+    with pytest.raises(ConfigError, match="cannot write the log file"):
+        private_file_handler(existing / "under-a-file.log")
