@@ -411,3 +411,43 @@ def test_sigterm_during_recovery_finishes_the_upload_in_hand_and_keeps_the_rest(
     for name, data in sources.items():
         [item] = stored(clean_emulator, case.plain_issue, name)
         assert item["sha256"] == sha256(data)
+
+
+def test_second_background_mount_of_a_profile_reports_the_first(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    with mount_at(tmp_path / "a", case, clean_emulator) as first:
+        second = Mount(
+            tmp_path / "b",
+            url=clean_emulator.base_url,
+            token=clean_emulator.token,
+            tracker=case.tracker,
+            profile={**case.profile, "spool_dir": str(first.state)},
+            name=first.name,
+        )
+        try:
+            refused = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "trackerfs",
+                    "mount",
+                    "--config",
+                    str(second.config),
+                    second.name,
+                    str(second.path),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=second.env,
+                check=False,
+            )
+        finally:
+            force_unmount(second.path)
+        assert first.process is not None
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (
+            f"trackerfs: profile {first.name} is already mounted at {first.path} by pid {first.process.pid}"
+        )
+        assert case.plain_issue in os.listdir(first.path / case.project)
