@@ -122,9 +122,14 @@ def command_mount(args: argparse.Namespace) -> int:
 def command_status(args: argparse.Namespace) -> int:
     """`trackerfs status PROFILE`: the mount, what waits in the spool, what was kept in recovery."""
     profile = load_profile(args.config or default_config_path(), args.profile)
-    lines = describe_state(profile.state_dir)
+    try:
+        mount, lines = describe_mount(profile.state_dir), describe_state(profile.state_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the state directory {profile.state_dir}: {exc.strerror or exc}"
+        ) from None
     print(f"profile {profile.name}: state in {profile.state_dir}")
-    print("\n".join(describe_mount(profile.state_dir)))
+    print("\n".join(mount))
     print(
         "\n".join(lines)
         if lines
