@@ -21,7 +21,7 @@ from typing import IO
 
 from trackerfs import __version__
 from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
-from trackerfs.core.spool import describe_state
+from trackerfs.core.spool import describe_mount, describe_state
 from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
 from trackerfs.emulator.cli import run_from_args as run_emulator
 from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
@@ -120,10 +120,16 @@ def command_mount(args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    """`trackerfs status PROFILE`: what waits in the spool and what was kept in recovery."""
+    """`trackerfs status PROFILE`: the mount, what waits in the spool, what was kept in recovery."""
     profile = load_profile(args.config or default_config_path(), args.profile)
-    lines = describe_state(profile.state_dir)
+    try:
+        mount, lines = describe_mount(profile.state_dir), describe_state(profile.state_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the state directory {profile.state_dir}: {exc.strerror or exc}"
+        ) from None
     print(f"profile {profile.name}: state in {profile.state_dir}")
+    print("\n".join(mount))
     print(
         "\n".join(lines)
         if lines

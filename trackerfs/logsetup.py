@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 from pathlib import Path
+
+from trackerfs.core.statedir import make_private_dir
+from trackerfs.errors import ConfigError
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "********"
@@ -46,15 +51,27 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def private_file_handler(log_file: Path) -> logging.Handler:
+    """A handler appending to `log_file`, readable by its owner only (it names files).
+
+    Missing directories are created 0700; an existing regular log file is set to 0600.
+    A log file that cannot be written is a ConfigError (one line, not a traceback).
+    """
+    try:
+        if not log_file.parent.exists():
+            make_private_dir(log_file.parent)
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+        if stat.S_ISREG(os.stat(log_file).st_mode):
+            os.chmod(log_file, 0o600)
+        return logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {log_file}: {exc.strerror or exc}") from None
+
+
 def setup_logging(*, debug: bool = False, quiet: bool = False, log_file: Path | None = None) -> None:
     """Log to stderr (or a file) at INFO, DEBUG with `debug`, WARNING with `quiet`."""
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    handler: logging.Handler
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    handler = private_file_handler(log_file) if log_file is not None else logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(FORMAT))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.test_recovery import crash, mount_at, upload_started, wait_for
+from tests.conformance.test_recovery import crash, mount_at, upload_reached, upload_started, wait_for
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
@@ -89,12 +89,24 @@ def test_an_interrupted_resave_of_the_same_size_is_not_taken_for_the_old_one(
     target = first.path / case.project / case.plain_issue / "same.txt"
     target.write_bytes(b"version one\n")
     [old] = stored(clean_emulator, case.plain_issue, "same.txt")
+    clean_emulator.clear_requests()
     clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=3, count=1)
     writer = subprocess.Popen(["sh", "-c", f"printf 'version two\\n' > '{target}'"])
-    wait_for(lambda: upload_started(first.state), "the upload to start")
+    wait_for(lambda: upload_reached(clean_emulator), "the upload to reach the tracker")
     crash(first)
     writer.wait(timeout=30)
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        # Recovery runs behind the live mount: wait until it replaced the old version.
+        wait_for(
+            lambda: (
+                [a["id"] for a in stored(clean_emulator, case.plain_issue, "same.txt")]
+                not in ([], [old["id"]])
+            ),
+            "the recovered upload",
+        )
+        wait_for(
+            lambda: len(stored(clean_emulator, case.plain_issue, "same.txt")) == 1, "the old version to go"
+        )
         [new] = stored(clean_emulator, case.plain_issue, "same.txt")
         assert new["id"] != old["id"]
         assert new["sha256"] == hashlib.sha256(b"version two\n").hexdigest()

@@ -49,6 +49,11 @@ def upload_started(state: Path) -> bool:
     return False
 
 
+def upload_reached(emulator: EmulatorProcess) -> bool:
+    """Whether an upload POST reached the emulator (its fault then applies to it)."""
+    return any(r["method"] == "POST" and r["path"].endswith("/attachments") for r in emulator.requests())
+
+
 def crash(mount: Mount) -> None:
     assert mount.process is not None
     mount.process.kill()
@@ -80,18 +85,19 @@ def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue
     copy = subprocess.Popen(["cp", str(source), str(target)], stderr=subprocess.PIPE)
-    wait_for(lambda: upload_started(first.state), "the upload to start")
+    wait_for(lambda: upload_reached(clean_emulator), "the upload to reach the tracker")
     crash(first)
     assert copy.wait(timeout=30) != 0
     assert stored(clean_emulator, case.plain_issue, "notes.bin") == []
     assert "notes.bin" in status(first)
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        wait_for(lambda: "finishing the upload" in second.log_text(), "the recovery to start")
+        wait_for(lambda: "recovering" not in status(second), "the recovery to finish")
         [item] = stored(clean_emulator, case.plain_issue, "notes.bin")
         assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
         assert (
             second.path / case.project / case.plain_issue / "notes.bin"
         ).read_bytes() == source.read_bytes()
-        assert "finishing the upload" in second.log_text()
         assert "nothing waiting" in status(second)
 
 
@@ -224,4 +230,4 @@ def test_a_real_file_with_a_temporary_looking_name_is_kept_at_unmount(
     assert mount.unmount() == 0
     kept = next((mount.state / "recovered").rglob(".env.sample"))
     assert kept.read_bytes() == b"KEY=value\n"
-    assert "looks like a temporary file" in mount.log_text()
+    assert "never uploaded were kept" in mount.log_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trackerfs.core.tempnames import is_ambiguous, is_temporary
+from trackerfs.core.tempnames import is_lock_file, is_temporary
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,11 @@ from trackerfs.core.tempnames import is_ambiguous, is_temporary
         ".goutputstream-ABC123",
         ".data.bin.urfenp",
         ".data.bin.Ab3xQ9",
+        "t.db-journal",
+        "t.db-wal",
+        "t.db-shm",
+        ".#draft",
+        "#draft#",
     ],
 )
 def test_temporary_names(name: str) -> None:
@@ -35,6 +40,11 @@ def test_real_names(name: str) -> None:
     assert not is_temporary(name)
 
 
-def test_rsync_like_names_are_ambiguous_and_others_are_not() -> None:
-    assert is_ambiguous(".env.sample") and is_ambiguous(".data.bin.urfenp")
-    assert not is_ambiguous(".~lock.report.odt#") and not is_ambiguous("x.tmp")
+@pytest.mark.parametrize("name", ["t.db", "journal", "wal.txt", "shm"])
+def test_names_near_sqlite_temporaries_are_real(name: str) -> None:
+    assert not is_temporary(name)
+
+
+def test_only_office_lock_files_are_lock_files() -> None:
+    assert is_lock_file(".~lock.report.odt#") and is_lock_file("~$report.docx")
+    assert not any(is_lock_file(name) for name in (".report.odt.swp", "#draft#", ".#draft", "x.tmp", "4913"))

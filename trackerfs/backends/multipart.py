@@ -1,7 +1,7 @@
 """multipart/form-data bodies streamed from files, built once for every backend.
 
-The body is produced in 1 MiB pieces straight from the spool file, with its length
-known in advance (no chunked encoding, which some trackers refuse for uploads), and
+The body is produced in 1 MiB pieces read from the spool file in a worker thread, with
+its length known in advance (no chunked encoding, which some trackers refuse for uploads), and
 can be produced again from the start for a retry.
 """
 
@@ -85,14 +85,17 @@ class MultipartBody:
             if isinstance(part, FieldPart):
                 yield part.value
             else:
-                with part.open() as source:
+                # Disk reads run in a worker thread: a slow disk must not stall the daemon.
+                source = await trio.to_thread.run_sync(part.open)
+                try:
                     left = part.size
                     while left > 0:
-                        chunk = source.read(min(CHUNK, left))
+                        chunk = await trio.to_thread.run_sync(source.read, min(CHUNK, left))
                         if not chunk:
                             raise OSError(f"{part.filename}: the file is shorter than {part.size} bytes")
                         left -= len(chunk)
                         yield chunk
-                        await trio.lowlevel.checkpoint()
+                finally:
+                    source.close()
             yield b"\r\n"
         yield self._tail

@@ -1,8 +1,12 @@
 """Names of editors', office suites', browsers' and rsync's temporary and lock files.
 
 Such files live only on the local disk: they are listed (so the applications that made
-them work), never uploaded, and gone at unmount. Renaming one onto a real name is how
-an application commits a save, and that rename uploads it.
+them work) and never uploaded. Renaming one onto a real name is how an application
+commits a save, and that rename uploads it. One still there at unmount (or after a
+crash) holding bytes goes to the recovery folder, since a user may have chosen the
+name (`results.tmp`) or the application may still need it (vim's swap file of a file
+still open is its recovery data); only an application's lock file, which records who
+has a document open and nothing else, is dropped.
 """
 
 from __future__ import annotations
@@ -29,10 +33,19 @@ PATTERNS = (
     "*.crdownload",  # Chromium downloads
     ".goutputstream-*",  # GNOME/GIO safe-save
     ".fuse_hidden*",
+    "*-journal",  # SQLite rollback journal
+    "*-wal",  # SQLite write-ahead log
+    "*-shm",  # SQLite shared memory index
+)
+#: Lock files: who has a document open (user, host, time), no content of the document.
+LOCK_PATTERNS = (
+    ".~lock.*#",  # LibreOffice
+    "~$*",  # MS Office owner file
 )
 _GLOBS = re.compile("|".join(fnmatch.translate(pattern) for pattern in PATTERNS))
+_LOCKS = re.compile("|".join(fnmatch.translate(pattern) for pattern in LOCK_PATTERNS))
 #: rsync writes `.NAME.XXXXXX` (six random letters and digits). A real file can look the
-#: same (`.env.sample`), so such names are also "ambiguous": kept, never thrown away.
+#: same (`.env.sample`): like every temporary name with bytes, it is kept at unmount.
 _RSYNC = re.compile(r"^\..+\.[A-Za-z0-9]{6}$")
 
 
@@ -41,6 +54,6 @@ def is_temporary(name: str) -> bool:
     return bool(_GLOBS.match(name) or _RSYNC.match(name))
 
 
-def is_ambiguous(name: str) -> bool:
-    """Whether a temporary-looking `name` could also be a real file's name."""
-    return not _GLOBS.match(name) and bool(_RSYNC.match(name))
+def is_lock_file(name: str) -> bool:
+    """Whether `name` is an office suite's lock file (its bytes are not a user's)."""
+    return bool(_LOCKS.match(name))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -25,8 +25,17 @@ import trio
 
 from trackerfs.backends.base import Tracker
 from trackerfs.core.namespace import Kind, Namespace, Node
-from trackerfs.core.spool import OPEN, PENDING, LocalFile, Manifest, Spool, SpoolFile, move_to_recovery
-from trackerfs.core.tempnames import is_ambiguous, is_temporary
+from trackerfs.core.spool import (
+    OPEN,
+    PENDING,
+    LocalFile,
+    Manifest,
+    Spool,
+    SpoolFile,
+    keep_orphans,
+    move_to_recovery,
+)
+from trackerfs.core.tempnames import is_lock_file, is_temporary
 from trackerfs.errors import (
     BadResponseError,
     CrossDeviceError,
@@ -63,6 +72,8 @@ class Writer:
         self._uploads = 0
         self._idle = trio.Event()
         self._idle.set()
+        #: set at unmount: recovery finishes the file in hand and leaves the rest in the spool
+        self._stop_recovery = False
 
     # -- creating and opening -------------------------------------------------------------
 
@@ -518,31 +529,77 @@ class Writer:
 
     # -- mount and unmount ------------------------------------------------------------------
 
-    async def recover(self) -> None:
-        """Finish what a previous run left in the spool: upload, or keep in recovery."""
-        for spooled in self.spool.leftovers():
+    def prepare_recovery(self) -> list[SpoolFile]:
+        """Sort out what a previous run left in the spool; the uploads it left to finish.
+
+        Runs before the mount answers, so that nothing the new mount writes is mistaken
+        for a leftover. Bytes that will not be uploaded go to the recovery folder.
+        """
+        leftovers = self.spool.leftovers()
+        keep_orphans(self.state_dir, leftovers)
+        pending = []
+        for spooled in leftovers.files:
             manifest = spooled.manifest
             where = f"{manifest.issue}/{manifest.name}"
             try:
-                if manifest.temporary and is_ambiguous(manifest.name) and spooled.data_path.stat().st_size:
+                if manifest.unlinked or not spooled.data_path.stat().st_size:
+                    spooled.discard()
+                elif manifest.temporary and is_lock_file(manifest.name):
+                    log.info("dropping the lock file %s left from an earlier run", where)
+                    spooled.discard()
+                elif manifest.temporary:
                     target = move_to_recovery(self.state_dir, spooled)
                     log.warning(
-                        "%s looks like a temporary file and was not uploaded; kept at %s", where, target
+                        "%s has a temporary name, so it was never uploaded; kept at %s", where, target
                     )
-                elif manifest.temporary:
-                    spooled.discard()
                 elif manifest.state != PENDING:
                     target = move_to_recovery(self.state_dir, spooled)
                     log.warning(
                         "%s was still being written when trackerfs stopped; kept at %s", where, target
                     )
                 else:
-                    await self._finish(spooled)
-            except TrackerError as exc:
-                target = move_to_recovery(self.state_dir, spooled)
-                log.error("could not upload %s left from an earlier run (%s); kept at %s", where, exc, target)
+                    pending.append(spooled)
             except OSError as exc:
                 log.error("could not recover %s from the spool: %s", where, exc)
+        return pending
+
+    async def recover(self, pending: list[SpoolFile], progress: Callable[[int], None]) -> None:
+        """Finish the uploads an earlier run left (in the background of a live mount).
+
+        `progress` hears how many are left before each one and 0 at the end. Each file
+        counts as an upload in progress, so an unmount waits for the one in hand; after
+        `stop_recovery` the rest stay in the spool for the next mount.
+        """
+        for index, spooled in enumerate(pending):
+            if self._stop_recovery:
+                log.info("%d upload(s) left from an earlier run stay in the spool", len(pending) - index)
+                break
+            progress(len(pending) - index)
+            with self._busy():
+                await self._recover_one(spooled)
+        progress(0)
+
+    def stop_recovery(self) -> None:
+        """Start no further recovery upload (unmount)."""
+        self._stop_recovery = True
+
+    async def _recover_one(self, spooled: SpoolFile) -> None:
+        manifest = spooled.manifest
+        where = f"{manifest.issue}/{manifest.name}"
+        try:
+            await self._finish(spooled)
+        except TrackerError as exc:
+            try:
+                target = move_to_recovery(self.state_dir, spooled)
+            except OSError as move_error:
+                log.error("could not upload %s left from an earlier run (%s): %s", where, exc, move_error)
+            else:
+                log.error("could not upload %s left from an earlier run (%s); kept at %s", where, exc, target)
+        except OSError as exc:
+            log.error("could not recover %s from the spool: %s", where, exc)
+        except Exception:
+            # The mount is live and serves others: one upload going wrong must not end it.
+            log.exception("recovering %s failed; it stays in the spool for the next mount", where)
 
     async def _finish(self, spooled: SpoolFile) -> None:
         manifest = spooled.manifest
@@ -580,27 +637,55 @@ class Writer:
         spooled.discard()
 
     def close(self) -> None:
-        """At unmount: drop temporary files; say what stays in the spool for the next mount.
+        """At unmount: keep every file with bytes no upload took, and say so in one line.
 
-        A file whose name only looks like rsync's temporary (`.env.sample`) may be a real
-        file that was copied in: it goes to the recovery folder instead of away.
+        A file waiting for its upload (one that failed) stays in the spool and the next
+        mount uploads it. Any other local file holding bytes a user wrote, whatever its
+        name (`results.tmp`, a vim swap file of a file still open, a file cut short by a
+        refused write), goes to the recovery folder. Empty files, unchanged copies of
+        attachments and office lock files are dropped: they hold no one's bytes.
         """
-        kept = 0
+        kept: list[str] = []
+        waiting = 0
         for node in self.namespace.local_nodes():
             local = node.local
             if local is None:
                 continue
-            if local.temporary and is_ambiguous(node.name) and local.size:
-                target = move_to_recovery(self.state_dir, local.spooled)
-                log.warning(
-                    "%s looks like a temporary file, so it was not uploaded; kept at %s", node.name, target
+            where = f"{node.issue.key if node.issue else '?'}/{node.name}"
+            try:
+                if self._waits_for_upload(local):
+                    local.spooled.close()
+                    waiting += 1
+                elif local.unlinked or not local.dirty or not local.size or is_lock_file(node.name):
+                    local.spooled.discard()
+                else:
+                    move_to_recovery(self.state_dir, local.spooled)
+                    kept.append(where)
+            except OSError as exc:
+                log.error(
+                    "could not keep %s at unmount: %s; its bytes stay in %s", where, exc, self.spool.directory
                 )
-            elif local.temporary:
-                local.spooled.discard()
-            else:
-                local.spooled.close()
-                kept += 1
         if kept:
             log.warning(
-                "%d file(s) were not uploaded; they stay in %s for the next mount", kept, self.spool.directory
+                "%d file(s) never uploaded were kept in %s: %s",
+                len(kept),
+                self.state_dir / "recovered",
+                ", ".join(kept),
             )
+        if waiting:
+            log.warning(
+                "%d file(s) were not uploaded; they stay in %s for the next mount",
+                waiting,
+                self.spool.directory,
+            )
+
+    @staticmethod
+    def _waits_for_upload(local: LocalFile) -> bool:
+        """A closed file whose upload failed: the next mount tries again."""
+        return (
+            not local.temporary
+            and not local.unlinked
+            and local.refused is None
+            and local.dirty
+            and local.spooled.manifest.state == PENDING
+        )

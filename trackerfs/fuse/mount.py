@@ -3,7 +3,8 @@
 The sequence follows s3ql: open the backend and verify the credentials (so that a wrong
 token is one clear line, not a dead mount), `pyfuse3.init`, a nursery for background
 work, a signal watcher that calls `pyfuse3.terminate()`, READY=1 to systemd, serve, and
-unmount on the way out whatever happened.
+unmount on the way out whatever happened. Before all of it, the profile's lock: one
+profile, one spool, one mount.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import pyfuse3
 import trio
 
 from trackerfs.backends import open_tracker
+from trackerfs.backends.base import Tracker
 from trackerfs.config import Profile
 from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.namespace import Namespace
 from trackerfs.core.reader import BLOCK_SIZE, open_reader
-from trackerfs.core.spool import Spool
+from trackerfs.core.spool import Spool, SpoolFile
+from trackerfs.core.statedir import clear_status, hold_profile_lock, prepare_state_dir, write_status
 from trackerfs.core.writer import Writer
 from trackerfs.errors import ConfigError, TrackerError
 from trackerfs.fuse.operations import Operations
@@ -76,55 +79,123 @@ async def serve_mount(
     ready: Ready | None = None,
     debug_fuse: bool = False,
 ) -> None:
-    """Mount `profile` at `mountpoint` and serve until unmounted or signalled."""
+    """Mount `profile` at `mountpoint` and serve until unmounted or signalled.
+
+    The profile's lock is taken before anything touches its spool, so a second mount of
+    one profile is refused before it mounts. Uploads an earlier run left are finished in
+    the background of the live mount.
+    """
     check_mountpoint(mountpoint)
-    async with open_tracker(profile) as tracker:
-        account = await tracker.check_account()
-        log.info("signed in to %s as %s", profile.url, account.name or account.id or "unknown")
-        namespace = Namespace(tracker, profile.cache)
-        content = ContentCache(profile.content_dir, profile.cache.content_cache_bytes, BLOCK_SIZE)
-        async with open_reader(
-            tracker,
-            content=content,
-            cache_bytes=profile.cache.block_cache_bytes,
-            max_window=profile.cache.readahead_max_bytes,
-        ) as reader:
-            try:
-                limits = await tracker.limits()
-            except TrackerError as exc:
-                # Only writes need the limit: an unknown one is checked by the tracker itself.
-                log.warning("the tracker's attachment settings are unknown (%s); uploads go unchecked", exc)
-                limits = Limits()
-            writer = Writer(namespace, tracker, Spool(profile.state_dir / "spool"), profile.state_dir, limits)
-            await writer.recover()
-            operations = Operations(namespace, reader, writer, profile.cache, state_dir=profile.state_dir)
-            try:
-                pyfuse3.init(operations, str(mountpoint), fuse_options(profile, debug=debug_fuse))
-            except RuntimeError as exc:
-                raise ConfigError(f"cannot mount {mountpoint}: {exc}") from None
-            tune_kernel_readahead(mountpoint, profile.cache.kernel_readahead_kb)
-            clean = False
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_watch_signals, writer)
-                    log.info("mounted %s (%s) at %s", profile.name, profile.tracker, mountpoint)
-                    notify_systemd("READY=1")
-                    if ready is not None:
-                        ready()
-                    await pyfuse3.main()
-                    clean = True
-                    nursery.cancel_scope.cancel()
-            finally:
-                notify_systemd("STOPPING=1")
-                pyfuse3.close(unmount=True)
-                writer.close()
-                log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
+    prepare_state_dir(profile.state_dir)
+    with hold_profile_lock(profile.state_dir, profile.name, mountpoint):
+        spool = open_spool(profile.state_dir)
+        async with open_tracker(profile) as tracker:
+            account = await tracker.check_account()
+            log.info("signed in to %s as %s", profile.url, account.name or account.id or "unknown")
+            content = ContentCache(profile.content_dir, profile.cache.content_cache_bytes, BLOCK_SIZE)
+            async with open_reader(
+                tracker,
+                content=content,
+                cache_bytes=profile.cache.block_cache_bytes,
+                max_window=profile.cache.readahead_max_bytes,
+            ) as reader:
+                writer = Writer(
+                    Namespace(tracker, profile.cache),
+                    tracker,
+                    spool,
+                    profile.state_dir,
+                    await _limits(tracker),
+                )
+                pending = writer.prepare_recovery()
+                operations = Operations(
+                    writer.namespace, reader, writer, profile.cache, state_dir=profile.state_dir
+                )
+                await _serve(
+                    profile, mountpoint, writer, operations, pending, ready=ready, debug_fuse=debug_fuse
+                )
+
+
+async def _limits(tracker: Tracker) -> Limits:
+    try:
+        return await tracker.limits()
+    except TrackerError as exc:
+        # Only writes need the limit: an unknown one is checked by the tracker itself.
+        log.warning("the tracker's attachment settings are unknown (%s); uploads go unchecked", exc)
+        return Limits()
+
+
+def open_spool(state_dir: Path) -> Spool:
+    """The profile's spool, or one clear ConfigError when it cannot be created."""
+    try:
+        return Spool(state_dir / "spool")
+    except OSError as exc:
+        raise ConfigError(f"cannot create the spool in {state_dir}: {exc.strerror or exc}") from None
+
+
+async def _serve(
+    profile: Profile,
+    mountpoint: Path,
+    writer: Writer,
+    operations: Operations,
+    pending: list[SpoolFile],
+    *,
+    ready: Ready | None,
+    debug_fuse: bool,
+) -> None:
+    try:
+        pyfuse3.init(operations, str(mountpoint), fuse_options(profile, debug=debug_fuse))
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot mount {mountpoint}: {exc}") from None
+    tune_kernel_readahead(mountpoint, profile.cache.kernel_readahead_kb)
+    clean = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, writer)
+            if pending:
+                nursery.start_soon(writer.recover, pending, RecoveryReport(profile.state_dir))
+            log.info("mounted %s (%s) at %s", profile.name, profile.tracker, mountpoint)
+            notify_systemd("READY=1")
+            if ready is not None:
+                ready()
+            await pyfuse3.main()
+            clean = True
+            # Unmounted: the upload in hand finishes, the rest waits for the next mount.
+            writer.stop_recovery()
+            await writer.wait_idle()
+            nursery.cancel_scope.cancel()
+    finally:
+        notify_systemd("STOPPING=1")
+        pyfuse3.close(unmount=True)
+        writer.close()
+        clear_status(profile.state_dir)
+        log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
+
+
+class RecoveryReport:
+    """Tells `trackerfs status` (a status file) and systemd (STATUS=) how recovery goes."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def __call__(self, left: int) -> None:
+        if left:
+            notify_systemd(f"STATUS=finishing {left} upload(s) left from an earlier run")
+        else:
+            notify_systemd("STATUS=mounted; uploads left from an earlier run are done")
+        try:
+            if left:
+                write_status(self.state_dir, recovering=left)
+            else:
+                clear_status(self.state_dir)
+        except OSError as exc:
+            log.warning("cannot update %s: %s", self.state_dir, exc)
 
 
 async def _watch_signals(writer: Writer) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("received %s: unmounting once uploads in progress finish", signal.Signals(signum).name)
+            writer.stop_recovery()
             await writer.wait_idle()
             pyfuse3.terminate()
             return

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 from pyfuse3 import FileHandleT, FileInfo, InodeT, RequestContext
 
 from trackerfs.config import CacheSettings
@@ -317,7 +318,8 @@ class Operations(pyfuse3.Operations):
     async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
         local = self._handle(fh).node.local
         if local is not None:
-            local.spooled.sync()
+            # fsync can take long on a busy disk: never on the thread that serves everyone.
+            await trio.to_thread.run_sync(local.spooled.sync)
 
     @handler
     async def release(self, fh: FileHandleT) -> None:
