@@ -85,6 +85,8 @@ class JiraTracker(Tracker):
             auth_headers={"Authorization": header, "Accept": "application/json"},
             transport=transport,
             timeout=profile.timeout,
+            deadline=profile.deadline,
+            max_concurrency=profile.max_concurrency,
         )
 
     async def aclose(self) -> None:
