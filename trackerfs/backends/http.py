@@ -303,6 +303,7 @@ class _Call:
 
     @property
     def where(self) -> str:
+        """Method and path for messages (never a query string: it may be signed)."""
         return f"{self.method} {path_of(self.last_request.url) if self.last_request else self.path}"
 
 
