@@ -79,7 +79,7 @@ REDIRECT_TTL = 30.0
 #: How long the next GET of a resource whose call ran out of time fails at once instead of
 #: waiting again: the kernel repeats a failed readahead at once as a read of one page, which
 #: would otherwise wait a whole deadline more, so one read() would take twice as long.
-STALL_MEMORY = 1.0
+STALL_MEMORY = 2.0
 #: Answers from a remembered redirect target that mean "ask the tracker again".
 STALE_REDIRECT = frozenset({401, 403, 404, 410})
 
