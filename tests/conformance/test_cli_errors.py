@@ -92,12 +92,15 @@ def test_mount_refuses_a_mount_point_that_is_not_empty(
     (mnt / "notes.txt").write_text("mine")
     config = profile_config(tmp_path / "c.toml", "p", case, emulator.base_url, token_env=TOKEN_ENV)
     env = dict(os.environ, **{TOKEN_ENV: emulator.token})
-    for mode in (["--foreground"], []):
-        done = trackerfs("mount", *mode, "--config", str(config), "p", str(mnt), env=env)
-        assert done.returncode == 2
-        assert f"{mnt} is not empty" in one_line_error(done)
-        assert not os.path.ismount(mnt)
-        assert os.listdir(mnt) == ["notes.txt"]
+    try:
+        for mode in (["--foreground"], []):
+            done = trackerfs("mount", *mode, "--config", str(config), "p", str(mnt), env=env, timeout=20)
+            assert done.returncode == 2
+            assert f"{mnt} is not empty" in one_line_error(done)
+            assert not os.path.ismount(mnt)
+            assert os.listdir(mnt) == ["notes.txt"]
+    finally:
+        force_unmount(mnt)  # should the refusal ever fail, leave no mount behind
 
 
 def test_a_log_file_that_cannot_be_written(
