@@ -25,8 +25,8 @@ from trackerfs.core.spool import describe_mount, describe_state
 from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
 from trackerfs.emulator.cli import run_from_args as run_emulator
 from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
-from trackerfs.fuse.mount import Ready, run_mount
-from trackerfs.logsetup import setup_logging
+from trackerfs.fuse.mount import Ready, check_mountpoint, run_mount
+from trackerfs.logsetup import redact, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(describe_unexpected(exc), file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def describe_failure(exc: TrackerfsError) -> str:
-    """The one line a user sees for a failure before or while mounting."""
+    """The one line a user sees for a failure before or while mounting (secrets masked)."""
     if isinstance(exc, AuthenticationError):
-        return f"trackerfs: the tracker refused the credentials: {exc}"
-    return f"trackerfs: {exc}"
+        return one_line(f"trackerfs: the tracker refused the credentials: {exc}")
+    return one_line(f"trackerfs: {exc}")
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for a failure trackerfs has no words for (a bug): what, and how to see more."""
+    return one_line(f"trackerfs: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line with every registered secret masked."""
+    return " ".join(redact(text).split())
+
+
+def setup_logging_for(args: argparse.Namespace, log_file: Path | None) -> None:
+    """Logging as the command line asks; a log file that cannot be written is a ConfigError."""
+    try:
+        setup_logging(debug=args.debug, quiet=args.quiet, log_file=log_file)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {log_file}: {exc.strerror or exc}") from None
 
 
 def command_mount(args: argparse.Namespace) -> int:
@@ -109,13 +132,13 @@ def command_mount(args: argparse.Namespace) -> int:
     profile = load_profile(args.config or default_config_path(), args.profile)
     mountpoint = args.mountpoint.resolve()
     if args.foreground:
-        setup_logging(debug=args.debug, quiet=args.quiet, log_file=args.log_file)
+        setup_logging_for(args, args.log_file)
         run_mount(profile, mountpoint, debug_fuse=args.debug_fuse)
         return 0
     log_file = args.log_file or profile.state_dir / "trackerfs.log"
     return _run_in_background(
         lambda ready: run_mount(profile, mountpoint, ready=ready, debug_fuse=args.debug_fuse),
-        lambda: setup_logging(debug=args.debug, quiet=args.quiet, log_file=log_file),
+        lambda: setup_logging_for(args, log_file),
     )
 
 
@@ -149,12 +172,11 @@ def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) 
         if report == "ok":
             return 0
         _, status = os.waitpid(pid, 0)
-        print(report or "trackerfs: the mount process exited before mounting", file=sys.stderr)
+        print(one_line(report) or "trackerfs: the mount process exited before mounting", file=sys.stderr)
         return os.waitstatus_to_exitcode(status) or EXIT_FAILURE
     os.close(read_end)
     os.setsid()
     _detach_stdio()
-    setup()
     reported = False
 
     def ready() -> None:
@@ -165,6 +187,8 @@ def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) 
 
     code = 0
     try:
+        # Inside the try: a log file that cannot be written is reported like any failure.
+        setup()
         run(ready)
     except BaseException as exc:
         code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
@@ -173,7 +197,7 @@ def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) 
             message = describe_failure(exc)
         else:
             log.exception("the mount failed")
-            message = f"trackerfs: the mount failed: {exc!r}"
+            message = describe_unexpected(exc)
         if not reported:
             os.write(write_end, message.encode())
     finally:
@@ -191,10 +215,9 @@ def _detach_stdio() -> None:
 
 def command_demo(args: argparse.Namespace) -> int:
     """`trackerfs demo MOUNTPOINT`: the emulator with sample data, mounted in the foreground."""
-    setup_logging(debug=args.debug, quiet=args.quiet)
+    setup_logging_for(args, None)
     mountpoint = args.mountpoint
-    if not mountpoint.exists():
-        mountpoint.mkdir(parents=True)
+    prepare_demo_mountpoint(mountpoint)
     token = secrets.token_urlsafe(24)
     env = dict(os.environ, **{EMULATOR_TOKEN_ENV: token})
     emulator = subprocess.Popen(
@@ -210,14 +233,14 @@ def command_demo(args: argparse.Namespace) -> int:
             "demo",
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=env,
         text=True,
         start_new_session=True,  # Ctrl-C reaches the mount first; the emulator stops after
     )
     try:
-        assert emulator.stdout is not None
-        found = _read_emulator_banner(emulator.stdout)
+        found = _read_emulator_banner(emulator)
         os.environ[DEMO_TOKEN_ENV] = token
         with tempfile.TemporaryDirectory(prefix="trackerfs-demo-") as state:
             table: dict[str, object] = {
@@ -243,7 +266,24 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_emulator_banner(stream: IO[str]) -> dict[str, str]:
+def prepare_demo_mountpoint(mountpoint: Path) -> None:
+    """Create the demo's mount point if missing; refuse one that cannot be mounted on.
+
+    Checked before the emulator starts, so that a bad path is the only message.
+    """
+    try:
+        mountpoint.mkdir(parents=True)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create the mount point {mountpoint}: {exc.strerror or exc}") from None
+    check_mountpoint(mountpoint.resolve())
+
+
+def _read_emulator_banner(emulator: subprocess.Popen[str]) -> dict[str, str]:
+    """The emulator's addresses; its own one-line reason when it could not start."""
+    assert emulator.stdout is not None and emulator.stderr is not None
+    stream = emulator.stdout
     found: dict[str, str] = {}
     timer = threading.Timer(EMULATOR_START_TIMEOUT, stream.close)
     timer.start()
@@ -259,10 +299,30 @@ def _read_emulator_banner(stream: IO[str]) -> dict[str, str]:
     finally:
         timer.cancel()
     if "url" not in found:
-        raise TrackerfsError("the emulator did not start (see its messages above)")
-    # Keep draining so that the emulator never blocks on a full pipe.
+        raise _emulator_failure(emulator)
+    # Keep draining so that the emulator never blocks on a full pipe; its messages stay visible.
     threading.Thread(target=stream.read, daemon=True).start()
+    threading.Thread(target=_forward, args=(emulator.stderr, sys.stderr), daemon=True).start()
     return found
+
+
+def _emulator_failure(emulator: subprocess.Popen[str]) -> TrackerfsError:
+    assert emulator.stderr is not None
+    try:
+        code = emulator.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return TrackerfsError(f"the emulator did not start within {EMULATOR_START_TIMEOUT:g}s")
+    lines = emulator.stderr.read().strip().splitlines()
+    reason = lines[-1].removeprefix("trackerfs: ") if lines else f"it exited with {code}"
+    # The emulator exits 2 for an unusable option (a busy --port): a usage error here too.
+    kind = ConfigError if code == EXIT_USAGE else TrackerfsError
+    return kind(f"the emulator did not start: {reason}")
+
+
+def _forward(source: IO[str], target: IO[str]) -> None:
+    for line in source:
+        target.write(line)
+        target.flush()
 
 
 def _print_demo(found: dict[str, str], mountpoint: Path) -> None:

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -47,10 +48,16 @@ GENERAL_KEYS = frozenset(
         "spool_dir",
         "kernel_readahead_kb",
         "timeout",
+        "deadline",
+        "max_concurrency",
     }
 )
 SECRET_KEYS = ("token_env", "token_file", "token_command")
 COMMAND_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_DEADLINE = 30.0
+DEFAULT_MAX_CONCURRENCY = 32
+MAX_CONCURRENCY_LIMIT = 256
 
 
 def default_config_path() -> Path:
@@ -147,8 +154,12 @@ class Profile:
     cache: CacheSettings = field(default_factory=CacheSettings)
     spool_dir: Path | None = None
     cache_dir: Path | None = None
-    #: seconds one HTTP request may take before it counts as failed (and is retried)
-    timeout: float = 30.0
+    #: seconds one HTTP socket operation may wait before the attempt counts as failed
+    timeout: float = DEFAULT_TIMEOUT
+    #: seconds all attempts of one HTTP call may take together (then ETIMEDOUT)
+    deadline: float = DEFAULT_DEADLINE
+    #: HTTP requests of one mount in flight at once
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -210,9 +221,7 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
     """Validate one profile table; backend-specific keys are kept in `options`."""
     where = f"profile {name!r}"
     tracker = _string(table, "tracker", where)
-    url = _string(table, "url", where)
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: url must start with http:// or https://")
+    url = _url(table, where)
     given = [key for key in SECRET_KEYS if key in table]
     if len(given) != 1:
         raise ConfigError(f"{where}: give exactly one of {', '.join(SECRET_KEYS)}")
@@ -238,7 +247,11 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         cache=cache,
         spool_dir=Path(spool).expanduser() if spool else None,
         cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
-        timeout=_number(table, "timeout", 30.0, where) or 30.0,
+        timeout=_number(table, "timeout", DEFAULT_TIMEOUT, where) or DEFAULT_TIMEOUT,
+        deadline=_positive(table, "deadline", DEFAULT_DEADLINE, where),
+        max_concurrency=_integer(
+            table, "max_concurrency", DEFAULT_MAX_CONCURRENCY, where, MAX_CONCURRENCY_LIMIT
+        ),
         options={k: v for k, v in table.items() if k not in GENERAL_KEYS},
     )
 
@@ -247,6 +260,35 @@ def _string(table: dict[str, Any], key: str, where: str) -> str:
     value = table.get(key)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: {key} must be a non-empty string")
+    return value
+
+
+def _url(table: dict[str, Any], where: str) -> str:
+    """The tracker's base URL: http or https with a host (and a valid port, if any)."""
+    url = _string(table, "url", where)
+    # The URL itself is not repeated: it may carry a password (https://user:pw@host).
+    problem = f"{where}: url must start with http:// or https:// and name a host"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ConfigError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(problem)
+    return url
+
+
+def _positive(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}: {key} must be a number of seconds above 0")
+    return float(value)
+
+
+def _integer(table: dict[str, Any], key: str, default: int, where: str, highest: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= highest:
+        raise ConfigError(f"{where}: {key} must be a whole number from 1 to {highest}")
     return value
 
 

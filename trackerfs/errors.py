@@ -14,7 +14,7 @@ class carries the errno a user sees::
         ├── UnsupportedError          405/501: the tracker cannot do this        EOPNOTSUPP
         ├── RateLimitedError          429 after every retry                      EIO
         ├── TemporaryError            5xx after every retry                      EIO
-        │   └── OutcomeUnknownError   sent, but the answer was lost              EIO
+        │   └── OutcomeUnknownError   sent, but the answer was lost               EIO
         ├── TrackerTimeoutError       no answer in time                          ETIMEDOUT
         ├── UnreachableError          connection refused, DNS, reset             EHOSTUNREACH
         ├── BadResponseError          malformed JSON or an unexpected shape       EIO
@@ -96,7 +96,14 @@ class TemporaryError(TrackerError):
 
 
 class OutcomeUnknownError(TemporaryError):
-    """A request that is not safe to repeat may have reached the tracker; its answer was lost."""
+    """A request that is not safe to repeat may have reached the tracker, but its answer was lost.
+
+    Raised instead of retrying blindly when the connection dropped after the request was
+    sent, the answer's body was cut short, or the answer did not come in time. Whoever
+    sent it checks whether it was carried out (did the upload land?) before reporting.
+    """
+
+    errno = _errno.EIO
 
 
 class TrackerTimeoutError(TrackerError):

@@ -73,6 +73,8 @@ class TrackerCase:
     #: request paths that fetch one issue (must not appear when a listing embeds attachments)
     issue_path: str = "/issue/"
     content_path: str = "/attachment/content/"
+    #: the request path a mount asks first, to check the credentials
+    account_path: str = "/myself"
     page_size: int = 5
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.mount import write_config
-from trackerfs.config import SecretSource, load_profile
+from trackerfs.backends import make_tracker
+from trackerfs.config import SecretSource, load_profile, profile_from_table
 from trackerfs.errors import ConfigError
 from trackerfs.logsetup import MASK, RedactingFormatter
 
@@ -31,6 +32,37 @@ def test_a_valid_profile(tmp_path: Path) -> None:
     assert profile.url == "https://x.atlassian.net"
     assert profile.cache.metadata_ttl == 5.0
     assert profile.options == {"flavour": "cloud"}
+    assert (profile.timeout, profile.deadline, profile.max_concurrency) == (30.0, 30.0, 32)
+
+
+def test_http_limits_are_general_keys(tmp_path: Path) -> None:
+    table = {"tracker": "jira", "url": "http://x", "token_env": "T", "deadline": 2, "max_concurrency": 256}
+    profile = load_profile(write_config(tmp_path / "c.toml", "p", table), "p")
+    assert (profile.deadline, profile.max_concurrency, profile.options) == (2.0, 256, {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_issues", True, "max_issues must be a whole number"),
+        ("page_size", False, "page_size must be a whole number"),
+        ("max_issues", 1.5, "max_issues must be a whole number"),
+        ("jql", 3, "jql must be a string"),
+    ],
+)
+def test_a_backend_option_of_the_wrong_type_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: object, message: str
+) -> None:
+    monkeypatch.setenv("TRACKERFS_UNIT_TOKEN", "t0ken")
+    table = {
+        "tracker": "jira",
+        "url": "http://x",
+        "token_env": "TRACKERFS_UNIT_TOKEN",
+        "user": "u",
+        key: value,
+    }
+    with pytest.raises(ConfigError, match=message):
+        make_tracker(profile_from_table("p", table))
 
 
 @pytest.mark.parametrize(
@@ -41,6 +73,16 @@ def test_a_valid_profile(tmp_path: Path) -> None:
         ({"tracker": "jira", "url": "http://x"}, "exactly one"),
         ({"url": "http://x", "token_env": "T"}, "tracker must be"),
         ({"tracker": "jira", "url": "http://x", "token_env": "T", "metadata_ttl": -1}, "non-negative"),
+        ({"tracker": "jira", "url": "http://", "token_env": "T"}, "name a host"),
+        ({"tracker": "jira", "url": "https://:443/x", "token_env": "T"}, "name a host"),
+        ({"tracker": "jira", "url": "http://x:port", "token_env": "T"}, "name a host"),
+        ({"tracker": "jira", "url": "ftp://x", "token_env": "T"}, "must start with http"),
+        ({"tracker": "jira", "url": "http://x", "token_env": "T", "deadline": 0}, "deadline must be"),
+        ({"tracker": "jira", "url": "http://x", "token_env": "T", "deadline": True}, "deadline must be"),
+        ({"tracker": "jira", "url": "http://x", "token_env": "T", "max_concurrency": 0}, "1 to 256"),
+        ({"tracker": "jira", "url": "http://x", "token_env": "T", "max_concurrency": 257}, "1 to 256"),
+        ({"tracker": "jira", "url": "http://x", "token_env": "T", "max_concurrency": 2.5}, "1 to 256"),
+        ({"tracker": "jira", "url": "http://x", "token_env": "T", "max_concurrency": True}, "1 to 256"),
     ],
 )
 def test_bad_profiles(tmp_path: Path, table: dict, message: str) -> None:

@@ -5,14 +5,30 @@ into `trackerfs.errors.TrackerError` subclasses once, here.
 
 Credentials are attached per request, and only when the request goes to the tracker's own
 origin (scheme, host and port of its base URL). Redirects are followed by hand so that a
-redirect to a media host or a pre-signed store never carries them.
+redirect to a media host or a pre-signed store never carries them, and only for GET and
+HEAD: a redirect answered to anything else is an error, never a success.
+
+One call (`request`, `stream_range`) is a series of attempts bounded together by one
+deadline. An attempt is the request, its redirects and, for `request`, reading the whole
+body: an answer cut short is a failed attempt like a dropped connection. What may be
+repeated:
+
+- a request that never reached the tracker (no connection, or its body not sent in full):
+  always;
+- a request declared idempotent (by default GET, HEAD, OPTIONS, PUT, DELETE; a search sent
+  as POST may say so) after a lost answer, a timeout or 500/502/504;
+- any request after 429 or 503 (the tracker did not act on it);
+- nothing else: a request that is not idempotent and may have been carried out while its
+  answer was lost raises OutcomeUnknownError, so its sender can check what happened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -32,6 +48,7 @@ from trackerfs.errors import (
     BadRequestError,
     BadResponseError,
     NotFoundError,
+    OutcomeUnknownError,
     PermissionDeniedError,
     RateLimitedError,
     TemporaryError,
@@ -41,6 +58,7 @@ from trackerfs.errors import (
     UnreachableError,
     UnsupportedError,
 )
+from trackerfs.logsetup import add_secret, redact
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +67,19 @@ RETRY_ANY_METHOD = frozenset({429, 503})
 #: Statuses worth retrying for requests that are safe to repeat.
 RETRY_IDEMPOTENT = frozenset({500, 502, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Only these methods follow a redirect; credentials or a body are never sent on blindly.
+FOLLOWING_METHODS = frozenset({"GET", "HEAD"})
 MAX_REDIRECTS = 5
+#: Connections of one mount in flight at once, unless the profile says otherwise.
+DEFAULT_MAX_CONCURRENCY = 32
 #: How long a redirect target (a signed download URL) is reused before asking again;
 #: well inside the validity of the signed URLs trackers hand out (minutes).
 REDIRECT_TTL = 30.0
+#: How long the next GET of a resource whose call ran out of time fails at once instead of
+#: waiting again: the kernel repeats a failed readahead at once as a read of one page, which
+#: would otherwise wait a whole deadline more, so one read() would take twice as long.
+STALL_MEMORY = 2.0
 #: Answers from a remembered redirect target that mean "ask the tracker again".
 STALE_REDIRECT = frozenset({401, 403, 404, 410})
 
@@ -135,15 +162,16 @@ class RetryPolicy:
 
     The wait before retry *n* (1-based) is `backoff * 2**(n-1)` with half jitter, capped
     by `max_wait`; a `Retry-After` header replaces it (capped by `max_retry_after`: the
-    server knows best). `deadline` bounds the time spent on one call so that a blocked
-    syscall returns within a minute; a wait that would pass it is not started.
+    server knows best). `deadline` bounds all attempts of one call together, counted from
+    its start: each attempt's timeout is at most the time left, a wait that would pass the
+    deadline is not started, and no attempt starts once it is spent.
     """
 
     attempts: int = 4
     backoff: float = 0.25
     max_wait: float = 8.0
     max_retry_after: float = 30.0
-    deadline: float = 60.0
+    deadline: float = 30.0
 
     def wait(self, attempt: int, retry_after: float | None, rand: Callable[[], float]) -> float:
         """Seconds to wait before retry number `attempt`."""
@@ -235,8 +263,57 @@ def _message_from(body: Any) -> str:
     return "; ".join(p for p in parts if p)
 
 
+class _SentBody(httpx.AsyncByteStream):
+    """A request body that knows whether it was handed to the connection in full.
+
+    A request whose body was not sent in full cannot have been carried out, whatever
+    the method: repeating it is safe.
+    """
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+        self.complete = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+        self.complete = True
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call: what it asks for, whether it may be repeated, and its deadline."""
+
+    method: str
+    path: str
+    params: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+    json: Any
+    body: MultipartBody | None
+    idempotent: bool
+    started: float
+    #: the resource asked for (URL with query), whatever the headers
+    key: str
+    #: the request of the latest attempt's last hop, and whether its body went out in full
+    last_request: httpx.Request | None = None
+    sent: _SentBody | None = None
+
+    @property
+    def where(self) -> str:
+        """Method and path for messages (never a query string: it may be signed)."""
+        return f"{self.method} {path_of(self.last_request.url) if self.last_request else self.path}"
+
+
 class HttpClient:
-    """An httpx.AsyncClient with the tracker's policy: auth by origin, retries, errors."""
+    """An httpx.AsyncClient with the tracker's policy: auth by origin, retries, errors.
+
+    `timeout` bounds each socket operation of an attempt (so an upload is never cut while
+    its bytes flow), `deadline` all attempts of one call together, `max_concurrency` the
+    requests of this client in flight at once.
+    """
 
     def __init__(
         self,
@@ -246,18 +323,31 @@ class HttpClient:
         describe_error: ErrorDescriber = describe_generic_error,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        deadline: float | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+        clock: Callable[[], float] = trio.current_time,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.origin = origin_of(self.base_url)
         self._auth_headers = dict(auth_headers)
+        for name, value in self._auth_headers.items():
+            if name.lower() == "authorization":
+                _register_credential(value)
         self._describe_error = describe_error
         self.retry = retry or RetryPolicy()
+        if deadline is not None:
+            self.retry = dataclasses.replace(self.retry, deadline=deadline)
+        self.timeout = timeout
         self._sleep = sleep
+        self._clock = clock
         self._rand = rand
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        self._slots = trio.Semaphore(max_concurrency)
+        limits = httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=min(16, max_concurrency)
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=limits,
@@ -266,6 +356,7 @@ class HttpClient:
             transport=transport or wide_read_transport(limits),
         )
         self._redirects: TTLCache[str, httpx.URL] = TTLCache(1024, REDIRECT_TTL, timer=trio.current_time)
+        self._stalled: TTLCache[str, TrackerTimeoutError] = TTLCache(256, STALL_MEMORY, timer=clock)
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -291,16 +382,16 @@ class HttpClient:
         json: Any = None,
         body: MultipartBody | None = None,
         ok: frozenset[int] = frozenset(),
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send a request with retries; return the (read) response or raise TrackerError.
 
         A multipart `body` is streamed from its files, from the start again for a retry.
-        Statuses in `ok` are returned instead of raised.
+        Statuses in `ok` are returned instead of raised. `idempotent` says whether the
+        request may be repeated after its answer was lost (default: by its method).
         """
-        async with self._send(
-            method, path, params=params, headers=headers, json=json, body=body, ok=ok
-        ) as response:
-            await response.aread()
+        call = self._call(method, path, params, headers, json, body, idempotent)
+        async with self._send(call, read=True, ok=ok) as response:
             return response
 
     async def get_json(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
@@ -316,20 +407,38 @@ class HttpClient:
 
         A server that ignores Range (200) is read from the start and the prefix dropped;
         416 (range past the end) yields nothing. Stops early at the end of the resource.
+        A body cut short raises TemporaryError from the iterator (the caller resumes).
         """
         headers = {"Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
-        async with self._send("GET", path, params=params, headers=headers, ok=frozenset({416})) as response:
+        call = self._call("GET", path, params, headers, None, None, None)
+        async with self._send(call, read=False, ok=frozenset({416})) as response:
             if response.status_code == 416:
                 yield _empty()
             elif response.status_code == 206:
                 first = _content_range_start(response.headers.get("Content-Range"))
                 if first != start:
                     raise BadResponseError(f"asked for bytes from {start}, got a range starting at {first}")
-                yield self._body(response, 0, stop - start)
+                yield self._body(call, response, 0, stop - start)
             else:
-                yield self._body(response, start, stop - start)
+                yield self._body(call, response, start, stop - start)
 
-    async def _body(self, response: httpx.Response, skip: int, length: int) -> AsyncIterator[bytes]:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        body: MultipartBody | None,
+        idempotent: bool | None,
+    ) -> _Call:
+        repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        key = f"{method} {httpx.URL(self.url(path), params=params)}"
+        return _Call(method, path, params, headers, json, body, repeatable, self._clock(), key)
+
+    async def _body(
+        self, call: _Call, response: httpx.Response, skip: int, length: int
+    ) -> AsyncIterator[bytes]:
         try:
             async for raw in response.aiter_raw():
                 chunk = raw
@@ -346,126 +455,179 @@ class HttpClient:
                 length -= len(chunk)
                 yield chunk
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, response.request) from exc
+            raise _transport_error(exc, call, in_body=True) from exc
 
     @asynccontextmanager
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        json: Any = None,
-        body: MultipartBody | None = None,
-        ok: frozenset[int] = frozenset(),
-    ) -> AsyncIterator[httpx.Response]:
-        retryable = RETRY_ANY_METHOD | (RETRY_IDEMPOTENT if method in IDEMPOTENT_METHODS else set())
-        started = trio.current_time()
+    async def _send(self, call: _Call, *, read: bool, ok: frozenset[int]) -> AsyncIterator[httpx.Response]:
+        """Attempts of one call until one succeeds, one must not be repeated, or time is up.
+
+        The answer yielded has a success status (or one in `ok`); with `read` its body has
+        been read in full within the attempt.
+        """
+        retryable = RETRY_ANY_METHOD | (RETRY_IDEMPOTENT if call.idempotent else frozenset())
+        stalled = self._stalled.pop(call.key, None) if call.method == "GET" else None
+        if stalled is not None:
+            raise TrackerTimeoutError(f"{stalled} (moments ago; not asked again yet)")
         attempt = 0
         while True:
             attempt += 1
-            url: str | httpx.URL = self.url(path)
-            current_params = params
             retry_after: float | None = None
             failure: TrackerError
-            try:
-                response = await self._send_following(method, url, current_params, headers, json, body)
-            except TrackerError as exc:
-                failure = exc
-                transient = isinstance(exc, TrackerTimeoutError | UnreachableError | TemporaryError)
-                # A request that never reached the server may always be repeated.
-                if not (transient and (method in IDEMPOTENT_METHODS or _not_sent(exc))):
-                    raise
-            else:
-                status = response.status_code
-                if status < 400 or status in ok:
-                    try:
-                        yield response
-                    finally:
-                        await response.aclose()
-                    return
-                await response.aread()
-                await response.aclose()
-                failure = self._error(response)
-                if status not in retryable:
-                    raise failure
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            async with self._slot(call):
+                try:
+                    response = await self._attempt(call, read=read)
+                except TrackerError as exc:
+                    failure = exc
+                    if not _repeatable(exc):
+                        raise
+                else:
+                    status = response.status_code
+                    if status < 400 or status in ok:
+                        try:
+                            yield response
+                        finally:
+                            await response.aclose()
+                        return
+                    failure = self._error(response)
+                    if status not in retryable:
+                        raise failure
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if attempt >= self.retry.attempts:
-                log.warning("giving up on %s %s after %d attempts: %s", method, path, attempt, failure)
-                raise failure
+                raise self._give_up(call, failure, f"after {attempt} attempts")
             wait = self.retry.wait(attempt, retry_after, self._rand)
-            if trio.current_time() + wait - started > self.retry.deadline:
-                raise failure
-            log.warning("%s %s failed (%s); retry %d in %.2fs", method, path, failure, attempt, wait)
+            if self._time_left(call) - wait <= 0:
+                raise self._give_up(call, failure, f"its {self.retry.deadline:g}s deadline is spent")
+            log.warning("%s failed (%s); retry %d in %.2fs", call.where, failure, attempt, wait)
             await self._sleep(wait)
 
-    async def _send_following(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        json: Any,
-        body: MultipartBody | None,
-    ) -> httpx.Response:
+    def _give_up(self, call: _Call, failure: TrackerError, why: str) -> TrackerError:
+        """The error that ends a call; a GET that timed out is remembered for one repeat."""
+        log.warning("giving up on %s: %s (%s)", call.where, why, failure)
+        if call.method == "GET" and isinstance(failure, TrackerTimeoutError):
+            self._stalled[call.key] = failure
+        return failure
+
+    def _time_left(self, call: _Call) -> float:
+        return self.retry.deadline - (self._clock() - call.started)
+
+    @asynccontextmanager
+    async def _slot(self, call: _Call) -> AsyncIterator[None]:
+        """Hold one of the `max_concurrency` places for an attempt, waiting within the deadline.
+
+        Only the wait is bounded: an attempt under way is never cut by the deadline.
+        """
+        acquired = False
+        with trio.move_on_after(max(self._time_left(call), 0.0)):
+            await self._slots.acquire()
+            acquired = True
+        if not acquired:
+            raise TrackerTimeoutError(
+                f"{call.where}: no connection free within the {self.retry.deadline:g}s deadline"
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _attempt(self, call: _Call, *, read: bool) -> httpx.Response:
+        """One attempt; a success answer is returned open (read in full with `read`).
+
+        An error answer is always read (for its message) and closed.
+        """
+        timeout = max(min(self.timeout, self._time_left(call)), 0.001)
+        response = await self._send_following(call, httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        failed = response.status_code >= 400
+        try:
+            if failed or read:
+                await response.aread()
+        except httpx.HTTPError as exc:
+            await response.aclose()
+            raise _transport_error(exc, call, in_body=True) from exc
+        except BaseException:
+            await response.aclose()
+            raise
+        if failed:
+            await response.aclose()
+        return response
+
+    async def _send_following(self, call: _Call, timeout: httpx.Timeout) -> httpx.Response:
         """Send, following redirects by hand (credentials only to the tracker's origin).
 
         Where a GET was redirected lately (a download sent to a media host with a signed
         URL), the next GET of the same URL goes straight to that target; if the target no
         longer takes it (expired), the original URL is asked again.
         """
-        first = self._client.build_request(method, url, params=params)
-        remembered = self._redirects.get(str(first.url)) if method == "GET" else None
+        first = self._client.build_request(call.method, self.url(call.path), params=call.params)
+        remembered = self._redirects.get(str(first.url)) if call.method == "GET" else None
         if remembered is not None:
-            response = await self._follow(method, remembered, None, headers, json, body, origin_key=None)
+            response = await self._follow(call, remembered, None, timeout, origin_key=None)
             if response.status_code not in STALE_REDIRECT:
                 return response
             await response.aclose()
             self._redirects.pop(str(first.url), None)
-        return await self._follow(method, url, params, headers, json, body, origin_key=str(first.url))
+        return await self._follow(call, self.url(call.path), call.params, timeout, origin_key=str(first.url))
 
     async def _follow(
         self,
-        method: str,
+        call: _Call,
         url: str | httpx.URL,
         params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        json: Any,
-        body: MultipartBody | None,
+        timeout: httpx.Timeout,
         *,
         origin_key: str | None,
     ) -> httpx.Response:
         for hop in range(MAX_REDIRECTS + 1):
-            all_headers = self._headers_for(url, headers)
-            if body is not None:
-                all_headers.update(body.headers)
-            request = self._client.build_request(
-                method,
-                url,
-                params=params,
-                headers=all_headers,
-                json=json,
-                content=body.stream() if body is not None else None,
-            )
-            log.debug("%s %s", method, loggable(request.url, self.origin))
+            request = self._build(call, url, params, timeout)
+            log.debug("%s %s", call.method, loggable(request.url, self.origin))
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
-                raise _transport_error(exc, request) from exc
-            if response.status_code not in (301, 302, 303, 307, 308) or method not in ("GET", "HEAD"):
+                raise _transport_error(exc, call, in_body=False) from exc
+            if response.status_code not in REDIRECT_STATUSES:
                 if hop and origin_key is not None and response.status_code < 400:
                     self._redirects[origin_key] = request.url
                 return response
             location = response.headers.get("Location")
             await response.aclose()
             if not location:
-                raise BadResponseError(f"{method} {request.url.path}: redirect without Location")
+                raise BadResponseError(f"{call.where}: redirect without Location")
             url = request.url.join(location)
             params = None
             if _looks_like_login(url):
-                raise AuthenticationError("the tracker redirected to its login page", status=302)
-        raise BadResponseError(f"{method} {path_of(url)}: too many redirects")
+                raise AuthenticationError(
+                    "the tracker redirected to its login page", status=response.status_code
+                )
+            if call.method not in FOLLOWING_METHODS:
+                # Following would resend the body (and maybe credentials) elsewhere, and
+                # taking the redirect as success would report a change that never happened.
+                scheme, host, port = origin_of(url)
+                raise BadResponseError(
+                    f"{call.where}: the tracker answered {response.status_code} redirecting to "
+                    f"{scheme}://{host}:{port}; not followed, nothing was changed",
+                    status=response.status_code,
+                )
+        raise BadResponseError(f"{call.where}: too many redirects")
+
+    def _build(
+        self, call: _Call, url: str | httpx.URL, params: Mapping[str, Any] | None, timeout: httpx.Timeout
+    ) -> httpx.Request:
+        headers = self._headers_for(url, call.headers)
+        if call.body is not None:
+            headers.update(call.body.headers)
+        request = self._client.build_request(
+            call.method,
+            url,
+            params=params,
+            headers=headers,
+            json=call.json,
+            content=call.body.stream() if call.body is not None else None,
+            timeout=timeout,
+        )
+        if isinstance(request.stream, httpx.AsyncByteStream):
+            call.sent = _SentBody(request.stream)
+            request.stream = call.sent
+        call.last_request = request
+        return request
 
     def _error(self, response: httpx.Response) -> TrackerError:
         try:
@@ -473,9 +635,10 @@ class HttpClient:
         except Exception:  # a broken error body must not hide the status
             detail = response.reason_phrase
         where = loggable(response.request.url, self.origin)
+        # A body may echo what was sent (a refused token): mask it before it goes anywhere.
         return error_for_status(
             response.status_code,
-            f"{response.request.method} {where}: {response.status_code} {detail}".rstrip(),
+            redact(f"{response.request.method} {where}: {response.status_code} {detail}".rstrip()),
         )
 
 
@@ -515,16 +678,77 @@ def _looks_like_login(url: httpx.URL) -> bool:
     return url.path.endswith(("/login.jsp", "/login"))
 
 
-def _not_sent(exc: TrackerError) -> bool:
-    return isinstance(exc, UnreachableError)
+def _register_credential(value: str) -> None:
+    """Mask an Authorization value, and its credentials alone, in everything shown to a user.
+
+    The raw token is masked already; this covers what is derived from it (Basic's base64).
+    """
+    add_secret(value)
+    scheme, _, credentials = value.partition(" ")
+    if credentials and scheme.isalpha():
+        add_secret(credentials)
 
 
-def _transport_error(exc: httpx.HTTPError, request: httpx.Request) -> TrackerError:
-    where = f"{request.method} {request.url.path}"
-    if isinstance(exc, httpx.TimeoutException):
-        return TrackerTimeoutError(f"{where}: timed out")
-    if isinstance(exc, httpx.ConnectError):
-        return UnreachableError(f"{where}: cannot connect to {request.url.host}: {exc}")
+def _repeatable(exc: TrackerError) -> bool:
+    """Whether a failed attempt may be repeated (the mapping below decided what was sent)."""
+    if isinstance(exc, OutcomeUnknownError):
+        return False
+    return isinstance(exc, TrackerTimeoutError | UnreachableError | TemporaryError)
+
+
+def _transport_error(exc: httpx.HTTPError, call: _Call, *, in_body: bool) -> TrackerError:
+    """The one mapping of an httpx error of an attempt to a TrackerError.
+
+    Whether the attempt may be repeated follows from the class: a request that never
+    reached the tracker, or one that is idempotent, gets a repeatable error; one that
+    may have been carried out gets OutcomeUnknownError.
+    """
+    where = call.where
     if isinstance(exc, httpx.DecodingError):
         return BadResponseError(f"{where}: undecodable body: {exc}")
-    return TemporaryError(f"{where}: connection lost: {exc or type(exc).__name__}")
+    if isinstance(exc, httpx.ConnectError):
+        return UnreachableError(f"{where}: cannot connect to {_host(call)}: {connect_reason(exc)}")
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return TrackerTimeoutError(f"{where}: timed out connecting to {_host(call)}")
+    sent = call.sent is None or call.sent.complete
+    if in_body:
+        what = (
+            "the answer was cut short"
+            if not isinstance(exc, httpx.TimeoutException)
+            else "the answer stalled"
+        )
+    elif isinstance(exc, httpx.TimeoutException):
+        what = "timed out" if not sent else "no answer in time"
+    else:
+        what = "connection lost"
+    reason = f"{what}: {exc}" if str(exc) else what
+    if sent and not call.idempotent:
+        return OutcomeUnknownError(f"{where}: {reason}; the tracker may have carried it out")
+    if isinstance(exc, httpx.TimeoutException):
+        return TrackerTimeoutError(f"{where}: {reason}")
+    return TemporaryError(f"{where}: {reason}")
+
+
+def _host(call: _Call) -> str:
+    return call.last_request.url.host if call.last_request is not None else "the tracker"
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, from the innermost cause (httpx often says nothing)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    reason = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"TLS certificate not accepted: {current.verify_message or current}"
+        if isinstance(current, ssl.SSLError):
+            # WRONG_VERSION_NUMBER (an https URL on a plain http port) reads as words.
+            code = getattr(current, "reason", None)
+            return f"TLS handshake failed: {code.replace('_', ' ').lower() if code else current}"
+        if isinstance(current, OSError) and current.strerror:
+            reason = current.strerror
+        elif str(current) and not reason:
+            reason = str(current)
+        current = current.__cause__ or current.__context__
+    return reason or type(exc).__name__

@@ -90,6 +90,8 @@ class JiraTracker(Tracker):
             auth_headers={"Authorization": header, "Accept": "application/json"},
             transport=transport,
             timeout=profile.timeout,
+            deadline=profile.deadline,
+            max_concurrency=profile.max_concurrency,
         )
         #: the signed-in account, as attachment authors name it (set by check_account)
         self.account_id = ""

@@ -15,6 +15,14 @@ from trackerfs.errors import BadResponseError, ConfigError
 
 log = logging.getLogger(__name__)
 
+#: How a user reads the type an option wants.
+TYPE_NAMES: dict[type, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+}
+
 
 def expect_dict(value: Any, what: str) -> dict[str, Any]:
     """`value` if it is a JSON object, else BadResponseError."""
@@ -47,6 +55,8 @@ def option(profile: Profile, key: str, default: Any, *, choices: Iterable[str] |
     if choices is not None and value not in set(choices):
         allowed = ", ".join(sorted(choices))
         raise ConfigError(f"profile {profile.name!r}: {key} must be one of {allowed}")
-    if type(value) is not type(default) and not (isinstance(default, int) and isinstance(value, int)):
-        raise ConfigError(f"profile {profile.name!r}: {key} must be a {type(default).__name__}")
+    # The exact type: bool is an int to Python, never to a user (`max_issues = true`).
+    if type(value) is not type(default):
+        kind = TYPE_NAMES.get(type(default), type(default).__name__)
+        raise ConfigError(f"profile {profile.name!r}: {key} must be {kind}")
     return value

@@ -26,6 +26,10 @@ from trackerfs.emulator.routing import install_convertors
 from trackerfs.emulator.state import EmulatorState
 
 
+class EmulatorStartError(Exception):
+    """The emulator cannot start as asked (a busy port, an unusable data directory)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatorInfo:
     """Where a started emulator listens, and its state for in-process inspection."""
@@ -77,11 +81,41 @@ def _hypercorn_config(host: str, port: int) -> Config:
     return config
 
 
+async def _listen(nursery: trio.Nursery, app: Starlette, host: str, port: int) -> str:
+    """Serve `app` on host:port in `nursery`; the bound URL, or EmulatorStartError."""
+    try:
+        binds: list[str] = await nursery.start(
+            partial(serve, _as_framework(app), _hypercorn_config(host, port))
+        )
+    except Exception as exc:
+        error = _os_error_in(exc)
+        if error is None:
+            raise
+        raise EmulatorStartError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return binds[0]
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError that `exc` is or holds (trio wraps a task's error in a group)."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error_in(inner)
+            if found is not None:
+                return found
+    return None
+
+
 @contextlib.contextmanager
 def open_data_dir(requested: Path | None) -> Iterator[Path]:
     """The given data directory (kept), or a temporary one removed on exit."""
     if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
+        try:
+            requested.mkdir(parents=True, exist_ok=True)
+            (requested / "blobs").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise EmulatorStartError(f"cannot use --data-dir {requested}: {exc.strerror or exc}") from None
         yield requested
         return
     with tempfile.TemporaryDirectory(prefix="trackerfs-emulator-") as temporary:
@@ -103,22 +137,13 @@ async def serve_emulator(
         state = EmulatorState(options, data_dir)
         async with trio.open_nursery() as nursery:
             # The media origin first: the API's redirects need its URL.
-            media_binds: list[str] = await nursery.start(
-                partial(
-                    serve,
-                    _as_framework(create_media_app(state)),
-                    _hypercorn_config(options.host, options.media_port),
-                )
+            state.media_url = await _listen(
+                nursery, create_media_app(state), options.host, options.media_port
             )
-            state.media_url = media_binds[0]
-            api_binds: list[str] = await nursery.start(
-                partial(
-                    serve, _as_framework(create_app(state)), _hypercorn_config(options.host, options.port)
-                )
-            )
+            base_url = await _listen(nursery, create_app(state), options.host, options.port)
             task_status.started(
                 EmulatorInfo(
-                    base_url=api_binds[0],
+                    base_url=base_url,
                     media_url=state.media_url,
                     token=state.token,
                     data_dir=data_dir,

@@ -57,6 +57,14 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise ConfigError(f"mount point {mountpoint} is not a directory")
     if os.path.ismount(mountpoint):
         raise ConfigError(f"{mountpoint} is already a mount point (unmount it with fusermount3 -u)")
+    try:
+        with os.scandir(mountpoint) as entries:
+            occupied = next(entries, None) is not None
+    except OSError as exc:
+        raise ConfigError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if occupied:
+        # Mounting would hide its files until unmounted; nobody expects that of `cp -r`.
+        raise ConfigError(f"mount point {mountpoint} is not empty; mount on an empty directory")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise ConfigError("/dev/fuse is not available (install fuse3 and check permissions)")
 
