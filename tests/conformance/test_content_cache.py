@@ -14,6 +14,7 @@ from tests.conformance.test_recovery import crash, wait_for
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from trackerfs.core.content_cache import entry_name
 
 pytestmark = pytest.mark.mount
 
@@ -79,3 +80,18 @@ def test_a_kill_during_a_fill_never_serves_wrong_bytes(
         path = second.path / case.project / case.rich_issue / case.big_file
         assert sha256_of(path) == expected["sha256"]
     assert os.listdir(tmp_path / "w" / "cache")
+
+
+def test_rm_removes_the_cached_bytes(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    target = item(case, clean_emulator, "readme.txt")
+    cache = tmp_path / "w" / "cache"
+    name = entry_name(target["id"])
+    with mount_at(tmp_path / "w", case, clean_emulator) as mount:
+        path = mount.path / case.project / case.rich_issue / "readme.txt"
+        assert sha256_of(path) == target["sha256"]
+        wait_for(lambda: bool(list(cache.glob(f"*/{name}.json"))), "the bytes to reach the disk")
+        path.unlink()
+        assert not list(cache.glob(f"*/{name}.*"))
+    assert all(a["id"] != target["id"] for a in clean_emulator.attachments())

@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 
 from trackerfs.backends.base import Tracker
+from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.namespace import Kind, Namespace, Node
 from trackerfs.core.spool import (
     OPEN,
@@ -62,13 +63,22 @@ class Writer:
     """Everything that changes the tracker, on behalf of the FUSE layer."""
 
     def __init__(
-        self, namespace: Namespace, tracker: Tracker, spool: Spool, state_dir: Path, limits: Limits
+        self,
+        namespace: Namespace,
+        tracker: Tracker,
+        spool: Spool,
+        state_dir: Path,
+        limits: Limits,
+        *,
+        content: ContentCache | None = None,
     ) -> None:
         self.namespace = namespace
         self.tracker = tracker
         self.spool = spool
         self.state_dir = state_dir
         self.limits = limits
+        #: the on-disk content cache, which forgets what is deleted through the mount
+        self.content = content
         self._uploads = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -413,6 +423,8 @@ class Writer:
         else:
             log.info("deleted attachment %s (%s/%s)", attachment_id, directory.name, name)
         self.namespace.deleted(directory, attachment_id)
+        if self.content is not None:
+            await self.content.discard(attachment_id)
 
     async def rename(
         self, source_dir: Node, name: str, target_dir: Node, new_name: str, *, no_replace: bool

@@ -113,6 +113,7 @@ async def serve_mount(
                     spool,
                     profile.state_dir,
                     await _limits(tracker),
+                    content=content,
                 )
                 pending = writer.prepare_recovery()
                 operations = Operations(
