@@ -19,7 +19,7 @@ from trackerfs.emulator.options import (
     resolve_token,
 )
 from trackerfs.emulator.seed import SEEDS
-from trackerfs.emulator.server import EmulatorStartError, serve_emulator
+from trackerfs.emulator.server import EmulatorStartError, error_in, serve_emulator
 
 #: Exit status for options the emulator cannot start with (as for any usage error).
 EXIT_USAGE = 2
@@ -106,24 +106,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         trio.run(_run, options_from_args(args))
     except BaseException as exc:
-        failure = _start_error_in(exc)
+        failure = error_in(exc, EmulatorStartError)
         if failure is None:
             raise
         print(f"trackerfs: {failure}", file=sys.stderr)
         return EXIT_USAGE
     return 0
-
-
-def _start_error_in(exc: BaseException) -> EmulatorStartError | None:
-    """The EmulatorStartError that `exc` is or holds (nurseries wrap it in groups)."""
-    if isinstance(exc, EmulatorStartError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _start_error_in(inner)
-            if found is not None:
-                return found
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

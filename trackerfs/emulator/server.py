@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import trio
 from hypercorn.config import Config
@@ -24,6 +24,8 @@ from trackerfs.emulator.middleware import RecorderMiddleware
 from trackerfs.emulator.options import EmulatorOptions
 from trackerfs.emulator.routing import install_convertors
 from trackerfs.emulator.state import EmulatorState
+
+E = TypeVar("E", bound=BaseException)
 
 
 class EmulatorStartError(Exception):
@@ -88,20 +90,20 @@ async def _listen(nursery: trio.Nursery, app: Starlette, host: str, port: int) -
             partial(serve, _as_framework(app), _hypercorn_config(host, port))
         )
     except Exception as exc:
-        error = _os_error_in(exc)
+        error = error_in(exc, OSError)
         if error is None:
             raise
         raise EmulatorStartError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     return binds[0]
 
 
-def _os_error_in(exc: BaseException) -> OSError | None:
-    """The OSError that `exc` is or holds (trio wraps a task's error in a group)."""
-    if isinstance(exc, OSError):
+def error_in(exc: BaseException, kind: type[E]) -> E | None:
+    """The `kind` error that `exc` is or holds (trio wraps a task's error in groups)."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _os_error_in(inner)
+            found = error_in(inner, kind)
             if found is not None:
                 return found
     return None
