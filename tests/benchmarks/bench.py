@@ -22,6 +22,8 @@ from tests.support.emulator import EmulatorProcess
 log = logging.getLogger(__name__)
 
 TRACKERFS = "trackerfs"
+#: trackerfs with the on-disk content cache off: what writing behind to it costs a cold read
+TRACKERFS_NO_DISK = "trackerfs-no-disk-cache"
 RCLONE_OFF = "rclone-off"
 RCLONE_FULL = "rclone-full"
 #: nginx serves hard links to the files under test here, for rclone's :http: remote.
@@ -64,9 +66,10 @@ class Bench:
 
     @contextmanager
     def mounted(self, kind: str, label: str) -> Iterator[Path]:
-        """A fresh mount of kind `TRACKERFS`, `RCLONE_OFF` or `RCLONE_FULL`; yields its root."""
-        if kind == TRACKERFS:
-            with self.trackerfs(f"{label}-{kind}") as root:
+        """A fresh mount of kind `TRACKERFS`, `TRACKERFS_NO_DISK`, `RCLONE_OFF` or `RCLONE_FULL`."""
+        if kind in (TRACKERFS, TRACKERFS_NO_DISK):
+            settings = {"content_cache_mb": 0} if kind == TRACKERFS_NO_DISK else {}
+            with self.trackerfs(f"{label}-{kind}", **settings) as root:
                 yield root
         else:
             mode = {RCLONE_OFF: "off", RCLONE_FULL: "full"}[kind]
@@ -78,7 +81,7 @@ class Bench:
     @staticmethod
     def path_in(kind: str, root: Path, blob: Blob) -> Path:
         """Where `blob` is on a mount of `kind` rooted at `root`."""
-        return root / (blob.mount_path if kind == TRACKERFS else blob.filename)
+        return root / (blob.mount_path if kind in (TRACKERFS, TRACKERFS_NO_DISK) else blob.filename)
 
 
 def clean(workdir: Path) -> None:
