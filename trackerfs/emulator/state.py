@@ -15,7 +15,6 @@ from typing import Any
 from trackerfs.emulator.dialects import dialect_class
 from trackerfs.emulator.faults import Faults
 from trackerfs.emulator.options import EmulatorOptions
-from trackerfs.emulator.seed import apply_seed
 from trackerfs.emulator.store import Store, User, user_for_login
 
 DEFAULT_MEDIA_TTL = 300.0
@@ -150,7 +149,7 @@ class EmulatorState:
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         # Known only once the media listener is bound; create_app users may set it.
         self.media_url = "http://media.invalid"
-        apply_seed(self.store, options.seed)
+        self.dialect_type.seed(self.store, options.seed)
 
     def media_location(self, blob_name: str) -> str:
         """Where a content redirect sends the client for ``blob_name``."""
@@ -162,7 +161,7 @@ class EmulatorState:
     def reset(self) -> None:
         """Back to the start-up seed; log, faults and config cleared."""
         self.store.clear()
-        apply_seed(self.store, self.options.seed)
+        self.dialect_type.seed(self.store, self.options.seed)
         self.log.clear()
         self.faults.clear()
         self.config = self._initial_config()

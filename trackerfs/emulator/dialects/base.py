@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from trackerfs.emulator.store import Issue, Kind, User
+from trackerfs.emulator.seed import apply_seed
+from trackerfs.emulator.store import Issue, Kind, Store, User
 
 if TYPE_CHECKING:
     from trackerfs.emulator.state import EmulatorState
@@ -57,6 +58,12 @@ class Dialect(ABC):
     @abstractmethod
     def authenticate(self, request: Request) -> User | None:
         """The user whose valid credentials the request carries, else ``None``."""
+
+    @classmethod
+    def seed(cls, store: Store, name: str) -> None:
+        """Load seed ``name``: the shared one, which a vendor may extend with its own records
+        (workspaces, blank keys, comments, link attachments) after calling this."""
+        apply_seed(store, name)
 
     def upload_name(self, issue: Issue, requested: str) -> str:
         """The name the tracker stores an upload under (Waldur sanitises and dedupes)."""
