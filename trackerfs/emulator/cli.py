@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which of the vendor's products to be (default: the dialect's first, which serves all)",
     )
     parser.add_argument(
+        "--org-id",
+        metavar="ID",
+        help="Yandex Tracker: the organisation X-Org-ID or X-Cloud-Org-ID must name (default: 12345)",
+    )
+    parser.add_argument(
         "--user",
         action="append",
         dest="users",
@@ -67,6 +72,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
     return EmulatorOptions(
         tracker=args.tracker,
         flavour=args.flavour,
+        org_id=args.org_id,
         users=tuple(args.users) if args.users else DEFAULT_USERS,
         host=args.host,
         port=args.port,

@@ -25,11 +25,13 @@ class EmulatorOptions:
     """How to start an emulator; ``port=0`` means any free port.
 
     ``flavour`` ``None`` is the dialect's default flavour; ``users`` are the accepted
-    user names (the first is the one a bearer token belongs to).
+    user names (the first is the one a bearer token belongs to); ``org_id`` ``None`` is
+    the dialect's default organisation (Yandex Tracker's ``X-Org-ID``).
     """
 
     tracker: str = "jira"
     flavour: str | None = None
+    org_id: str | None = None
     users: tuple[str, ...] = DEFAULT_USERS
     host: str = "127.0.0.1"
     port: int = 0
