@@ -195,21 +195,19 @@ class YandexDialect(Dialect):
                 return scheme, token
         return None
 
-    def _org_ok(self, request: Request) -> bool:
-        given = (request.headers.get("x-org-id"), request.headers.get("x-cloud-org-id"))
-        return self.org_id in given
-
     def _refusal(self, request: Request) -> YandexError | None:
         """Why the request is refused (401 credentials, 403 organisation), else ``None``."""
         credentials = self._token(request)
         if credentials is None or not hmac.compare_digest(credentials[1].encode(), self.state.token.encode()):
             return YandexError(401, NOT_AUTHORIZED)
-        if credentials[0] == "bearer" and "x-cloud-org-id" not in request.headers:
-            # an IAM token belongs to Yandex Cloud: a Yandex 360 organisation does not take it
+        org, cloud_org = (request.headers.get(name, "") for name in ("x-org-id", "x-cloud-org-id"))
+        # an IAM token belongs to Yandex Cloud: a Yandex 360 organisation does not take it
+        if credentials[0] == "bearer" and not cloud_org:
             return YandexError(401, NOT_AUTHORIZED)
-        if "x-org-id" not in request.headers and "x-cloud-org-id" not in request.headers:
+        # the organisation header is part of API access: without one nobody is signed in
+        if not org and not cloud_org:
             return YandexError(401, NOT_AUTHORIZED)
-        if not self._org_ok(request):
+        if self.org_id not in (org, cloud_org):
             return YandexError(403, NO_RIGHTS)
         return None
 
