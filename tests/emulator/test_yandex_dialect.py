@@ -100,6 +100,14 @@ async def test_org_id_option_chooses_the_organisation(tmp_path: Path) -> None:
         assert (await client.get("/v2/myself", headers={"X-Org-ID": "777"})).status_code == 200
 
 
+async def test_created_by_links_to_a_user(api: httpx.AsyncClient) -> None:
+    listed = (await api.get("/v2/issues/DEMO-1/attachments")).json()
+    author = (await api.get(listed[0]["createdBy"]["self"])).json()
+    assert author["login"] == "alice" and author["display"] == "Alice Example"
+    assert (await api.get("/v2/users/tester")).json()["email"] == "tester@example.com"
+    assert_yandex_error(await api.get("/v2/users/nobody"), 404)
+
+
 async def test_unknown_path_is_404_in_tracker_shape(api: httpx.AsyncClient) -> None:
     assert_yandex_error(await api.get("/v2/nothing/here"), 404)
 

@@ -235,6 +235,7 @@ class YandexDialect(Dialect):
         attachment = "/issues/{key}/attachments/{id}"
         table: list[tuple[str, Handler, list[str]]] = [
             ("/myself", self.myself, ["GET"]),
+            ("/users/{login}", self.user_get, ["GET"]),
             ("/fields", self.field_list, ["GET"]),
             ("/fields/", self.field_list, ["GET"]),
             ("/queues", self.queue_list, ["GET"]),
@@ -414,11 +415,20 @@ class YandexDialect(Dialect):
         """Any other path under the API."""
         raise YandexError(404, NOT_FOUND)
 
+    def _user_record(self, call: Call, user: User) -> dict[str, Any]:
+        return {**self._user(call, user), "login": self._login(user), "email": user.email}
+
     async def myself(self, request: Request, call: Call) -> Response:
         """The token's owner."""
-        user = self.state.token_owner
-        body = {**self._user(call, user), "login": self._login(user), "email": user.email}
-        return AsciiJSONResponse(body)
+        return AsciiJSONResponse(self._user_record(call, self.state.token_owner))
+
+    async def user_get(self, request: Request, call: Call) -> Response:
+        """A user by login: the accepted ones and the seed's authors (what ``createdBy`` links to)."""
+        known = [*self.state.users.values(), ALICE, BOB]
+        user = next((u for u in known if self._login(u) == request.path_params["login"]), None)
+        if user is None:
+            raise YandexError(404, NOT_FOUND)
+        return AsciiJSONResponse(self._user_record(call, user))
 
     async def field_list(self, request: Request, call: Call) -> Response:
         """The issue fields this emulator fills (the python client asks before reading one)."""
