@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from trackerfs.emulator.dialects.base import Dialect
 from trackerfs.emulator.dialects.jira import JiraDialect
+from trackerfs.emulator.dialects.openproject import OpenProjectDialect
 
-DIALECTS: dict[str, type[Dialect]] = {JiraDialect.name: JiraDialect}
+DIALECTS: dict[str, type[Dialect]] = {
+    JiraDialect.name: JiraDialect,
+    OpenProjectDialect.name: OpenProjectDialect,
+}
 
 
 def dialect_class(tracker: str) -> type[Dialect]:
