@@ -326,6 +326,8 @@ async def test_upload_errors(api: httpx.AsyncClient, state: EmulatorState) -> No
     assert_error(
         await api.post(f"{V3}/work_packages/HR-1/attachments", files=upload_parts("x", b"x")), 404, "NotFound"
     )
+    prepare = await api.post(f"{url}/prepare", files=[upload_parts("x", b"")[0]])
+    assert "Direct file upload is not available" in assert_error(prepare, 422, "PropertyConstraintViolation")
     state.config.update({"upload_limit": 10})
     too_large = await api.post(url, files=upload_parts("big.txt", b"y" * 11))
     assert (

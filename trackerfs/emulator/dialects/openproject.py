@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from email.utils import formatdate
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -70,6 +71,10 @@ NO_WORK_PACKAGE = "The specified work package does not exist."
 NO_PROJECT = "The specified project does not exist."
 NO_ATTACHMENT = "The specified attachment does not exist."
 NO_DELETE = "You are not allowed to delete this attachment."
+NO_DIRECT_UPLOAD = (
+    "Direct file upload is not available due to a system configuration issue. "
+    "Please contact your administrator."
+)
 INVALID_JSON = "The request could not be parsed as JSON."
 NOT_AN_OBJECT = "The request body was not a single JSON object."
 QUARANTINED = "The file '{name}' has been quarantined by the virus scanner and cannot be downloaded."
@@ -200,7 +205,8 @@ class OpenProjectDialect(Dialect):
         super().seed(store, name)
         if name != "demo":
             return
-        store.set_clock(max(a.created for a in store.attachments.values()))
+        # go on from the shared seed's last minute, so creation times stay distinct
+        store.set_clock(max(a.created for a in store.attachments.values()) + timedelta(minutes=1))
         try:
             demo_12 = store.issue_by_key("DEMO-12")
             assert demo_12 is not None
@@ -290,6 +296,7 @@ class OpenProjectDialect(Dialect):
             ("/work_packages/{id}", self.work_package_get, ["GET"]),
             ("/work_packages/{id}/attachments", self.attachment_list, ["GET"]),
             ("/work_packages/{id}/attachments", self.upload, ["POST"]),
+            ("/work_packages/{id}/attachments/prepare", self.prepare, ["POST"]),
             ("/attachments/{id}", self.attachment_get, ["GET"]),
             ("/attachments/{id}", self.attachment_delete, ["DELETE"]),
             ("/attachments/{id}/content", self.attachment_content, ["GET"]),
@@ -606,6 +613,11 @@ class OpenProjectDialect(Dialect):
             mime_type=guess_mime_type(filename, file_part.content_type),
         )
         return shapes.HalResponse(call.render.attachment(attachment), status_code=201)
+
+    async def prepare(self, request: Request, call: Call) -> Response:
+        """Direct (three-step) uploads need remote storage set up for them: not here."""
+        self._work_package(request.path_params["id"])
+        raise OpenProjectError(422, NO_DIRECT_UPLOAD)
 
     @staticmethod
     def _last(parts: list[ReceivedPart], name: str) -> ReceivedPart | None:
