@@ -21,8 +21,9 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import formatdate
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -240,21 +241,19 @@ class OpenProjectDialect(Dialect):
 
     def _renderer(self, user: User) -> Renderer:
         config = self.state.config
-        storage = None
-        if self.state.flavour == REMOTE:
-
-            def storage(attachment: Attachment) -> str | None:
-                if attachment.blob_name is None or attachment.state is not AttachmentState.AVAILABLE:
-                    return None
-                return self.state.media_location(attachment.blob_name)
-
         return Renderer(
             self.state.store,
             semantic_ids=not self.switch("classic_ids"),
             author=ALICE,
-            storage_url=storage,
+            storage_url=self._storage_url if self.state.flavour == REMOTE else None,
             may_add=config.create_attachments and config.attachments_enabled,
         )
+
+    def _storage_url(self, attachment: Attachment) -> str | None:
+        """A fresh signed URL on the media origin; none for bytes that may not be served."""
+        if attachment.blob_name is None or attachment.state is not AttachmentState.AVAILABLE:
+            return None
+        return self.state.media_location(attachment.blob_name)
 
     def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -417,7 +416,7 @@ class OpenProjectDialect(Dialect):
             raise OpenProjectError(404, NOT_FOUND)
         return shapes.HalResponse(shapes.user(found, SEED_EPOCH))
 
-    def _project_created(self, project: Project) -> Any:
+    def _project_created(self, project: Project) -> datetime:
         times = [i.created for i in self.state.store.issues_of(project.id)]
         return min(times, default=SEED_EPOCH)
 
@@ -468,6 +467,7 @@ class OpenProjectDialect(Dialect):
         return verdicts[operator]
 
     def _sort_value(self, issue: Issue, key: str) -> Any:
+        # Any: each sort key has one type (str, datetime or int) across all issues
         if key == "subject":
             return issue.summary
         if key in ("createdAt", "created_at"):
@@ -485,7 +485,7 @@ class OpenProjectDialect(Dialect):
         for name, operator, values in filters:
             issues = [i for i in issues if self._wp_matches(i, name, operator, values)]
         for key, descending in reversed(_sort_keys(params.get("sortBy"))):
-            issues.sort(key=lambda i, k=key: self._sort_value(i, k), reverse=descending)  # type: ignore[misc]
+            issues.sort(key=partial(self._sort_value, key=key), reverse=descending)
         paging = self._paging(request)
         start = (paging.page - 1) * paging.size
         elements = [call.render.work_package(i, embed=False) for i in issues[start : start + paging.size]]

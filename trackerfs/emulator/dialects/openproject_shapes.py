@@ -8,7 +8,7 @@ writes them, except a remote-storage ``downloadLocation``, which is an absolute 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,8 +143,8 @@ class Renderer:
     store: Store
     semantic_ids: bool
     author: User
-    #: an absolute, signed storage URL for an attachment, or None for local storage
-    storage_url: Any = None
+    #: the absolute, signed storage URL of an attachment (remote storage), else None
+    storage_url: Callable[[Attachment], str | None] | None = None
     may_add: bool = True
 
     def display_id(self, issue: Issue) -> str:
