@@ -379,3 +379,15 @@ async def test_configuration_and_root(api: httpx.AsyncClient) -> None:
     assert config["_type"] == "Configuration" and config["maximumAttachmentFileSize"] > 0
     root = (await api.get(V3)).json()
     assert root["_type"] == "Root" and root["_links"]["user"]["title"] == "Tester"
+
+
+async def test_empty_seed_has_no_particulars(tmp_path: Path) -> None:
+    state = EmulatorState(EmulatorOptions(tracker="openproject", token=TOKEN, seed="empty"), tmp_path)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(state)), base_url=API, auth=("apikey", TOKEN)
+    ) as api:
+        projects = (await api.get(f"{V3}/projects")).json()["_embedded"]["elements"]
+        assert [p["identifier"] for p in projects] == ["test"]
+        listed = (await api.get(f"{V3}/projects/test/work_packages")).json()
+        assert [wp["displayId"] for wp in listed["_embedded"]["elements"]] == ["TEST-1", "TEST-2", "TEST-3"]
+    assert not state.store.attachments

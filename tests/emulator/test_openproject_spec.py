@@ -170,8 +170,7 @@ async def test_upload_and_delete(openapi: OpenAPI, api: httpx.AsyncClient, state
 async def test_validation_catches_a_wrong_shape(
     openapi: OpenAPI, api: httpx.AsyncClient, state: EmulatorState
 ) -> None:
-    """The checks above can fail: the spec's own example (``filesize``, no ``fileSize``) is
-    accepted, as the schema does not require ``fileSize``, but wrong types are rejected."""
+    """The checks above can fail: wrongly typed fields and a wrong ``_type`` are rejected."""
     ident = next(iter(state.store.attachments))
     response = await api.get(f"{V3}/attachments/{ident}")
     body = response.json()
