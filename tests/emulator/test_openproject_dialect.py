@@ -302,6 +302,10 @@ async def test_upload_takes_the_name_from_metadata_and_answers_201(
     # parts are found by name: file first works too
     reordered = list(reversed(upload_parts("second.txt", b"x")))
     assert (await api.post(f"{V3}/work_packages/DEMO-4/attachments", files=reordered)).status_code == 201
+    # metadata sent as a file part of its own is read all the same
+    as_file = [("metadata", ("meta.json", b'{"fileName": "third.txt"}', "application/json")), reordered[0]]
+    third = await api.post(f"{V3}/work_packages/DEMO-4/attachments", files=as_file)
+    assert third.status_code == 201 and third.json()["fileName"] == "third.txt"
     assert not list(state.upload_dir.iterdir())
 
 

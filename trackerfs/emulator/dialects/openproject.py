@@ -629,10 +629,10 @@ class OpenProjectDialect(Dialect):
         meta_part = self._last(parts, "metadata")
         if meta_part is None:
             raise OpenProjectError(400, "The metadata part is missing.")
-        if meta_part.path is not None:
-            raw = meta_part.path.read_bytes()[:MAX_METADATA] if meta_part.size <= MAX_METADATA else b""
-        else:
-            raw = bytes(meta_part.value)
+        if meta_part.size > MAX_METADATA:
+            raise OpenProjectError(400, INVALID_JSON)
+        # a client that gives the metadata part a filename gets it spooled like a file
+        raw = meta_part.path.read_bytes() if meta_part.path is not None else bytes(meta_part.value)
         try:
             metadata = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
