@@ -35,6 +35,7 @@ class Trim:
 
 
 JIRA_V3 = "/rest/api/3"
+OPENPROJECT_V3 = "/api/v3"
 TRIMS = (
     Trim(
         source="jira-cloud-v3.json",
@@ -54,7 +55,33 @@ TRIMS = (
         },
         extra_components=("schemas/Attachment",),
     ),
+    Trim(
+        source="openproject-v3-attachments.yaml",
+        target="openproject-v3-attachments.json",
+        operations={
+            OPENPROJECT_V3: ("get",),
+            f"{OPENPROJECT_V3}/configuration": ("get",),
+            f"{OPENPROJECT_V3}/projects": ("get",),
+            f"{OPENPROJECT_V3}/projects/{{id}}": ("get",),
+            f"{OPENPROJECT_V3}/projects/{{id}}/work_packages": ("get",),
+            f"{OPENPROJECT_V3}/work_packages/{{id}}": ("get",),
+            f"{OPENPROJECT_V3}/work_packages/{{id}}/attachments": ("get", "post"),
+            f"{OPENPROJECT_V3}/attachments/{{id}}": ("get", "delete"),
+        },
+    ),
 )
+
+
+def load(source: Path) -> dict[str, Any]:
+    """A full vendor spec, JSON or YAML (the C loader: the YAML specs are megabytes)."""
+    text = source.read_text(encoding="utf-8")
+    if source.suffix in (".yaml", ".yml"):
+        import yaml
+
+        loaded: dict[str, Any] = yaml.load(text, Loader=yaml.CSafeLoader)
+        return loaded
+    parsed: dict[str, Any] = json.loads(text)
+    return parsed
 
 
 def references(node: Any) -> set[str]:
@@ -122,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if not source.exists():
             print(f"{source}: not found", file=sys.stderr)
             return 2
-        text = render(trim(json.loads(source.read_text(encoding="utf-8")), plan))
+        text = render(trim(load(source), plan))
         target = HERE / plan.target
         if args.check:
             if not target.exists() or target.read_text(encoding="utf-8") != text:

@@ -85,7 +85,8 @@ class Issue:
 
     ``number`` orders the issues of the home ``project`` and makes the key; ``key`` may
     be blank (Waldur). ``also_in`` lists further projects the issue is shown in (Asana),
-    ``aliases`` the keys it had before it was moved.
+    ``aliases`` the keys it had before it was moved. ``closed`` marks a resolved issue, which
+    some vendors leave out of a listing unless asked (OpenProject's open-only default filter).
     """
 
     id: str
@@ -98,6 +99,7 @@ class Issue:
     parent: str | None = None
     also_in: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from trackerfs.emulator.dialects.base import Dialect
 from trackerfs.emulator.dialects.jira import JiraDialect
+from trackerfs.emulator.dialects.openproject import OpenProjectDialect
 from trackerfs.emulator.dialects.yandex import YandexDialect
 
-DIALECTS: dict[str, type[Dialect]] = {JiraDialect.name: JiraDialect, YandexDialect.name: YandexDialect}
+DIALECTS: dict[str, type[Dialect]] = {
+    dialect.name: dialect for dialect in (JiraDialect, OpenProjectDialect, YandexDialect)
+}
 
 
 def dialect_class(tracker: str) -> type[Dialect]:
