@@ -85,7 +85,9 @@ class Issue:
 
     ``number`` orders the issues of the home ``project`` and makes the key; ``key`` may
     be blank (Waldur). ``also_in`` lists further projects the issue is shown in (Asana),
-    ``aliases`` the keys it had before it was moved.
+    ``aliases`` the keys it had before it was moved. ``traits`` are vendor flags a
+    dialect's seed sets and renders (Waldur's ``destroy_is_available``); the store does
+    not read them.
     """
 
     id: str
@@ -98,6 +100,7 @@ class Issue:
     parent: str | None = None
     also_in: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    traits: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

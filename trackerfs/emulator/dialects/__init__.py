@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from trackerfs.emulator.dialects.base import Dialect
 from trackerfs.emulator.dialects.jira import JiraDialect
+from trackerfs.emulator.dialects.waldur import WaldurDialect
 
-DIALECTS: dict[str, type[Dialect]] = {JiraDialect.name: JiraDialect}
+DIALECTS: dict[str, type[Dialect]] = {JiraDialect.name: JiraDialect, WaldurDialect.name: WaldurDialect}
 
 
 def dialect_class(tracker: str) -> type[Dialect]:
