@@ -384,7 +384,6 @@ class WaldurDialect(Dialect):
             "blocked": False,
             "archived": False,
             "projects_count": len(projects),
-            "email": "",
         }
 
     def _project(self, project: Project, call: Call, slugs: Mapping[str, str]) -> dict[str, Any]:
