@@ -336,8 +336,10 @@ class WaldurDialect(Dialect):
     @staticmethod
     def _uuid_filter(request: Request, name: str) -> str | None:
         value = request.query_params.get(name)
-        if value is None or value == "":
-            return None
+        return WaldurDialect._uuid_value(value, name) if value else None
+
+    @staticmethod
+    def _uuid_value(value: str, name: str) -> str:
         ident = parse_uuid(value)
         if ident is None:
             raise DrfError(400, {name: ["Enter a valid UUID."]})
@@ -547,14 +549,15 @@ class WaldurDialect(Dialect):
         return AsciiJSONResponse(self._fields(request, self._customer(space, call)))
 
     async def project_list(self, request: Request, call: Call) -> Response:
-        """Projects; filters ``customer`` (uuid), ``name`` (contains), ``name_exact``, ``slug``."""
-        customer = self._uuid_filter(request, "customer") or self._uuid_filter(request, "customer_uuid")
+        """Projects; filters ``customer`` (uuids, repeatable), ``name`` (contains), ``name_exact``,
+        ``slug``."""
         params = request.query_params
+        customers = {self._uuid_value(v, "customer") for v in params.getlist("customer") if v}
         slugs = self._project_slugs()
         projects = [
             p
             for p in self.state.store.projects.values()
-            if (customer is None or p.space == customer)
+            if (not customers or p.space in customers)
             and params.get("name", "").lower() in p.name.lower()
             and params.get("name_exact", p.name) == p.name
             and params.get("slug", slugs[p.id]) == slugs[p.id]
