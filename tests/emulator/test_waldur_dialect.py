@@ -67,8 +67,13 @@ async def test_lists_are_plain_arrays_with_link_and_count(api: httpx.AsyncClient
     assert len(await everything(api, "/api/support-attachments/")) == total
     whole = await api.get("/api/support-attachments/", params={"page_size": 1000})
     assert len(whole.json()) == total <= 300 and "link" not in whole.headers
-    beyond = await api.get("/api/support-attachments/", params={"page": 99})
-    assert (beyond.status_code, beyond.json()) == (404, {"detail": "Invalid page."})
+    for page in ("99", "0", "x"):
+        beyond = await api.get("/api/support-attachments/", params={"page": page})
+        assert (beyond.status_code, beyond.json()) == (404, {"detail": "Invalid page."})
+    by_name = await api.get("/api/support-attachments/", params={"page": "last"})
+    assert by_name.json() == last.json()
+    fallback = await api.get("/api/support-attachments/", params={"page_size": "lots"})
+    assert len(fallback.json()) == 10
 
 
 async def test_page_size_clamps_at_300(api: httpx.AsyncClient, state: EmulatorState) -> None:

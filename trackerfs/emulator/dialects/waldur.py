@@ -185,17 +185,26 @@ def slugify(text: str) -> str:
     return _SLUG_CHARS.sub("-", text.lower()).strip("-") or "item"
 
 
-def _positive(value: str | None, name: str, default: int) -> int:
+def _page_size(value: str | None) -> int:
+    """DRF's ``page_size``: a positive integer, anything else means the default."""
+    try:
+        number = int(value or "")
+    except ValueError:
+        return DEFAULT_LIST_SIZE
+    return number if number > 0 else DEFAULT_LIST_SIZE
+
+
+def _page_number(value: str | None, pages: int) -> int:
+    """DRF's ``page``: 1…pages or ``last``; anything else is its 404."""
     if value is None or value == "":
-        return default
+        return 1
+    if value == "last":
+        return pages
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        # DRF's paginator falls back for a bad page_size and refuses a bad page
-        if name == "page_size":
-            return default
+    if not 1 <= number <= pages:
         raise DrfError(404, {"detail": "Invalid page."})
     return number
 
@@ -506,11 +515,9 @@ class WaldurDialect(Dialect):
     ) -> Response:
         """A DRF page of ``items``: plain array, ``X-Result-Count`` and ``Link``; HEAD: count only."""
         params = request.query_params
-        size = min(_positive(params.get("page_size"), "page_size", DEFAULT_LIST_SIZE), self._max_page())
+        size = min(_page_size(params.get("page_size")), self._max_page())
         pages = max(1, -(-len(items) // size))
-        page = _positive(params.get("page"), "page", 1)
-        if page > pages:
-            raise DrfError(404, {"detail": "Invalid page."})
+        page = _page_number(params.get("page"), pages)
         headers = {"X-Result-Count": str(len(items))}
         if request.method == "HEAD":
             return Response(status_code=200, headers=headers)
@@ -682,9 +689,7 @@ class WaldurDialect(Dialect):
         assert part.path is not None
         with part.path.open("rb") as handle:
             head = handle.read(1024)
-        for other in parts:
-            if other is not part:
-                discard_parts([other])
+        discard_parts([p for p in parts if p is not part])
         store = self.state.store
         blob_name, blob_path = store.new_blob_path()
         part.path.replace(blob_path)
@@ -748,4 +753,5 @@ def _uuid_in_url(text: str, collection: str) -> str | None:
 
 
 def _ascii_name(name: str) -> str:
+    """The name as plain ASCII for ``Content-Disposition`` (the header must stay Latin-1)."""
     return name.encode("ascii", "replace").decode("ascii").replace('"', "") or "file"
