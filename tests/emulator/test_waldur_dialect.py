@@ -289,3 +289,22 @@ def test_sniffed_types() -> None:
     assert sniff_mime_type("héllo".encode()) == "text/plain"
     assert sniff_mime_type(b"\x00\x01\x02") == "application/octet-stream"
     assert sniff_mime_type(b"PK\x03\x04" + b"\x00" * 26 + b"other") == "application/zip"
+
+
+async def test_the_request_log_keeps_no_credential(api: httpx.AsyncClient, state: EmulatorState) -> None:
+    state.log.clear()
+    await api.get("/api/support-issues/", params={"page_size": 2})
+    (entry,) = state.log.entries()
+    assert entry["origin"] == "api" and entry["status"] == 200 and entry["authorized"]
+    assert entry["query"] == {"page_size": "2"} and entry["headers"]["authorization"] == "present"
+    assert TOKEN not in repr(entry)
+
+
+async def test_media_base_points_file_urls_at_another_server(tmp_path: Path) -> None:
+    options = EmulatorOptions(tracker="waldur", token=TOKEN, media_base="http://nginx.test/blobs/")
+    state = EmulatorState(options, tmp_path)
+    transport = httpx.ASGITransport(app=create_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url=API, headers=AUTH) as client:
+        (first,) = (await client.get("/api/support-attachments/", params={"page_size": 1})).json()
+    blob = next(a.blob_name for a in state.store.attachments.values() if a.id == first["uuid"])
+    assert first["file"] == f"http://nginx.test/blobs/{blob}"
