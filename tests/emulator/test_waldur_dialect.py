@@ -167,7 +167,7 @@ async def test_media_sends_the_whole_body_and_ignores_range(api: httpx.AsyncClie
     response = await api.get(big["file"], headers={"Range": "bytes=100-199"})
     assert response.status_code == 200 and response.content == big_binary()
     assert "accept-ranges" not in response.headers and "content-range" not in response.headers
-    assert response.headers["content-disposition"] == "attachment; filename=big.bin"
+    assert response.headers["content-disposition"] == 'attachment; filename="big.bin"'
 
 
 async def test_media_answers_404_to_who_may_not_see_it(api: httpx.AsyncClient, state: EmulatorState) -> None:
@@ -308,3 +308,14 @@ async def test_media_base_points_file_urls_at_another_server(tmp_path: Path) -> 
         (first,) = (await client.get("/api/support-attachments/", params={"page_size": 1})).json()
     blob = next(a.blob_name for a in state.store.attachments.values() if a.id == first["uuid"])
     assert first["file"] == f"http://nginx.test/blobs/{blob}"
+
+
+async def test_media_names_every_stored_file_in_a_valid_header(api: httpx.AsyncClient) -> None:
+    headers = {}
+    for attachment in await everything(api, "/api/support-attachments/"):
+        response = await api.get(attachment["file"])
+        assert response.status_code == 200 and len(response.content) == attachment["file_size"]
+        headers[attachment["file_name"]] = response.headers["content-disposition"]
+    assert headers["diagram.png"] == 'inline; filename="diagram.png"'
+    assert headers["line\nbreak.txt"] == "attachment; filename*=utf-8''line%0Abreak.txt"
+    assert headers["é" * 140 + ".txt"].startswith("attachment; filename*=utf-8''%C3%A9")

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -650,7 +650,7 @@ class WaldurDialect(Dialect):
             range_support=self.serves_ranges(),
             error=self.error_response,
             extra_headers={
-                "content-disposition": f"{disposition}; filename={_ascii_name(attachment.filename)}",
+                "content-disposition": content_disposition(disposition, attachment.filename),
                 "content-security-policy": "default-src 'none'; sandbox",
                 "x-content-type-options": "nosniff",
             },
@@ -752,6 +752,12 @@ def _uuid_in_url(text: str, collection: str) -> str | None:
     return parse_uuid(match.group(1)) if match else None
 
 
-def _ascii_name(name: str) -> str:
-    """The name as plain ASCII for ``Content-Disposition`` (the header must stay Latin-1)."""
-    return name.encode("ascii", "replace").decode("ascii").replace('"', "") or "file"
+def content_disposition(disposition: str, name: str) -> str:
+    """``Content-Disposition`` as Django writes it: a quoted ASCII name, else RFC 5987.
+
+    Control characters go the RFC 5987 way too: a header cannot carry them raw.
+    """
+    if not (name.isascii() and name.isprintable()):
+        return f"{disposition}; filename*=utf-8''{quote(name, safe='', errors='surrogateescape')}"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{disposition}; filename="{escaped}"'
