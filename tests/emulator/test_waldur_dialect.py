@@ -319,3 +319,10 @@ async def test_media_names_every_stored_file_in_a_valid_header(api: httpx.AsyncC
     assert headers["diagram.png"] == 'inline; filename="diagram.png"'
     assert headers["line\nbreak.txt"] == "attachment; filename*=utf-8''line%0Abreak.txt"
     assert headers["é" * 140 + ".txt"].startswith("attachment; filename*=utf-8''%C3%A9")
+
+
+async def test_a_wrong_method_is_drfs_405_and_a_wrong_path_its_404(api: httpx.AsyncClient) -> None:
+    wrong_method = await api.put("/api/support-attachments/", json={})
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": 'Method "PUT" not allowed.'})
+    wrong_path = await api.get("/api/nothing-here/")
+    assert (wrong_path.status_code, wrong_path.json()) == (404, {"detail": "Not found."})

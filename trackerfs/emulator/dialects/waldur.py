@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from trackerfs.emulator.content import blob_response
 from trackerfs.emulator.dialects.base import Dialect, bearer_token
@@ -220,6 +220,8 @@ class WaldurDialect(Dialect):
         super().__init__(state)
         # Django draws the suffix from a CSPRNG; a seeded one keeps runs reproducible.
         self._rng = random.Random(0x5A1D)
+        #: the vendor routes, for telling a wrong method (405) from a wrong path (404)
+        self._served: list[BaseRoute] = []
 
     @staticmethod
     def format_id(kind: Kind, serial: int) -> str:
@@ -330,7 +332,9 @@ class WaldurDialect(Dialect):
         routes.append(
             Route(f"{API}/media/{{uuid}}/", self._endpoint(self.media, media=True), methods=["GET"])
         )
-        routes.append(Route(f"{API}/{{rest:path}}", self._endpoint(self.not_found), methods=None))
+        self._served = list(routes)
+        every = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        routes.append(Route(f"{API}/{{rest:path}}", self._endpoint(self.not_found), methods=every))
         return routes
 
     # -- lookups ----------------------------------------------------------------------------
@@ -542,7 +546,9 @@ class WaldurDialect(Dialect):
 
     # -- handlers ---------------------------------------------------------------------------
     async def not_found(self, request: Request, call: Call) -> Response:
-        """Any other path under ``/api``."""
+        """Any other path under ``/api``: DRF's 405 for a served path, else 404."""
+        if any(route.matches(request.scope)[0] is not Match.NONE for route in self._served):
+            raise DrfError(405, {"detail": f'Method "{request.method}" not allowed.'})
         raise DrfError(404, {"detail": NOT_FOUND})
 
     async def customer_list(self, request: Request, call: Call) -> Response:
