@@ -69,6 +69,21 @@ TRIMS = (
             f"{OPENPROJECT_V3}/attachments/{{id}}": ("get", "delete"),
         },
     ),
+    Trim(
+        source="waldur-8.0.5.yaml",
+        target="waldur-8.0.5.json",
+        operations={
+            "/api/customers/": ("get", "head"),
+            "/api/customers/{uuid}/": ("get",),
+            "/api/projects/": ("get", "head"),
+            "/api/projects/{uuid}/": ("get",),
+            "/api/support-issues/": ("get", "head"),
+            "/api/support-issues/{uuid}/": ("get",),
+            "/api/support-attachments/": ("get", "head", "post"),
+            "/api/support-attachments/{uuid}/": ("get", "delete"),
+            "/api/media/{uuid}/": ("get",),
+        },
+    ),
 )
 
 

@@ -87,6 +87,8 @@ class Issue:
     be blank (Waldur). ``also_in`` lists further projects the issue is shown in (Asana),
     ``aliases`` the keys it had before it was moved. ``closed`` marks a resolved issue, which
     some vendors leave out of a listing unless asked (OpenProject's open-only default filter).
+    ``traits`` are vendor flags a dialect's seed sets and renders (Waldur's
+    ``destroy_is_available``); the store does not read them.
     """
 
     id: str
@@ -100,6 +102,7 @@ class Issue:
     also_in: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     closed: bool = False
+    traits: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

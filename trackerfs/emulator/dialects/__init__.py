@@ -8,10 +8,11 @@ from __future__ import annotations
 from trackerfs.emulator.dialects.base import Dialect
 from trackerfs.emulator.dialects.jira import JiraDialect
 from trackerfs.emulator.dialects.openproject import OpenProjectDialect
+from trackerfs.emulator.dialects.waldur import WaldurDialect
 from trackerfs.emulator.dialects.yandex import YandexDialect
 
 DIALECTS: dict[str, type[Dialect]] = {
-    dialect.name: dialect for dialect in (JiraDialect, OpenProjectDialect, YandexDialect)
+    dialect.name: dialect for dialect in (JiraDialect, OpenProjectDialect, WaldurDialect, YandexDialect)
 }
 
 
