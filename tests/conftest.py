@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.cases import CASES, TrackerCase
+from tests.support.commands import mount_at
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
 
@@ -62,13 +63,7 @@ def mounted(
     case: TrackerCase, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     """A mount shared by the read-only tests of a tracker."""
-    with Mount(
-        tmp_path_factory.mktemp(f"mount-{case.id}"),
-        url=emulator.base_url,
-        token=emulator.token,
-        tracker=case.tracker,
-        profile=case.profile,
-    ) as mount:
+    with mount_at(tmp_path_factory.mktemp(f"mount-{case.id}"), case, emulator) as mount:
         yield mount.path
 
 
@@ -88,13 +83,7 @@ def make_mount(
     mounts: list[Mount] = []
 
     def start(**profile: Any) -> Mount:
-        mount = Mount(
-            tmp_path / f"m{len(mounts)}",
-            url=emulator.base_url,
-            token=emulator.token,
-            tracker=case.tracker,
-            profile={**case.profile, **profile},
-        )
+        mount = mount_at(tmp_path / f"m{len(mounts)}", case, emulator, **profile)
         mounts.append(mount)
         return mount.start()
 

@@ -14,6 +14,7 @@ import pytest
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from tests.support.store import deletes, stored, uploaded_names
 
 pytestmark = pytest.mark.mount
 
@@ -25,15 +26,6 @@ def soffice(profile: Path, *args: str) -> None:
         capture_output=True,
         timeout=180,
     )
-
-
-def posts(emulator: EmulatorProcess) -> list[str]:
-    return [
-        part["filename"]
-        for r in emulator.requests()
-        if r["method"] == "POST" and r.get("upload")
-        for part in r["upload"]
-    ]
 
 
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
@@ -48,21 +40,19 @@ def test_libreoffice_converts_into_the_mount_and_saves_in_place(
     clean_emulator.clear_requests()
 
     soffice(profile, "--convert-to", "pdf", "--outdir", str(plain), str(rich / "report.docx"))
-    assert posts(clean_emulator) == ["report.pdf"]
+    assert uploaded_names(clean_emulator, case) == ["report.pdf"]
     assert (plain / "report.pdf").read_bytes().startswith(b"%PDF")
 
-    [old] = [
-        a
-        for a in clean_emulator.attachments()
-        if a["issue"] == case.rich_issue and a["filename"] == "report.docx"
-    ]
+    [old] = stored(clean_emulator, case.rich_issue, "report.docx")
     clean_emulator.clear_requests()
     soffice(profile, "--convert-to", "odt", "--outdir", str(rich), str(rich / "report.docx"))
     soffice(profile, "--convert-to", "docx", "--outdir", str(rich), str(rich / "report.odt"))
-    assert posts(clean_emulator) == ["report.odt", "report.docx"], "each save is one upload, no temp names"
-    deleted = [r["path"] for r in clean_emulator.requests() if r["method"] == "DELETE"]
+    assert uploaded_names(clean_emulator, case) == ["report.odt", "report.docx"], (
+        "each save is one upload, no temp names"
+    )
+    deleted = [r["path"] for r in deletes(clean_emulator, case)]
     assert len(deleted) == 1 and old["id"] in deleted[0]
-    names = [a["filename"] for a in clean_emulator.attachments() if a["issue"] == case.rich_issue]
+    names = [a["filename"] for a in stored(clean_emulator, case.rich_issue)]
     assert names.count("report.docx") == 1
     with zipfile.ZipFile(rich / "report.docx") as saved:
         assert "word/document.xml" in saved.namelist()
@@ -75,11 +65,7 @@ def test_vim_saves_with_backup_and_swap_as_one_upload(
     mount = make_mount()
     target = mount.path / case.project / case.rich_issue / "readme.txt"
     before = target.read_bytes()
-    [old] = [
-        a
-        for a in clean_emulator.attachments()
-        if a["issue"] == case.rich_issue and a["filename"] == "readme.txt"
-    ]
+    [old] = stored(clean_emulator, case.rich_issue, "readme.txt")
     clean_emulator.clear_requests()
     subprocess.run(
         [
@@ -104,9 +90,11 @@ def test_vim_saves_with_backup_and_swap_as_one_upload(
         cwd=target.parent,
     )
     assert target.read_bytes() == before + b"edited in vim\n"
-    assert posts(clean_emulator) == ["readme.txt"], "backup and swap files never reach the tracker"
-    deleted = [r["path"] for r in clean_emulator.requests() if r["method"] == "DELETE"]
+    assert uploaded_names(clean_emulator, case) == ["readme.txt"], (
+        "backup and swap files never reach the tracker"
+    )
+    deleted = [r["path"] for r in deletes(clean_emulator, case)]
     assert len(deleted) == 1 and old["id"] in deleted[0]
     assert sorted(os.listdir(target.parent)) == sorted(
-        a["filename"] for a in clean_emulator.attachments() if a["issue"] == case.rich_issue
+        a["filename"] for a in stored(clean_emulator, case.rich_issue)
     )

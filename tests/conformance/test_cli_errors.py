@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.test_lifecycle import one_line_error, profile_config, trackerfs
 from tests.support.cases import TrackerCase
+from tests.support.commands import one_line_error, profile_config, trackerfs
 from tests.support.emulator import EmulatorProcess
-from tests.support.mount import TOKEN_ENV, force_unmount, wait_mounted, write_config
+from tests.support.mount import TOKEN_ENV, force_unmount, wait_mounted
 
 pytestmark = pytest.mark.mount
 
@@ -151,27 +151,18 @@ def test_a_refusal_that_echoes_the_token_never_shows_it(
 ) -> None:
     token = clean_emulator.token
     # What a Basic Authorization header carries, echoed as some servers do.
-    basic = base64.b64encode(f"{case.profile.get('user', '')}:{token}".encode()).decode()
-    shown = [token, basic] if case.profile.get("auth") == "basic" else [token]
+    basic = base64.b64encode(f"{case.basic_user or ''}:{token}".encode()).decode()
+    shown = [token] if case.basic_user is None else [token, basic]
     clean_emulator.fault(
-        path=case.account_path,
-        status=401,
-        count=-1,
-        body={"errorMessages": [f"token {token} (Basic {basic}) is not valid"], "errors": {}},
+        **case.account_check.rule(
+            status=401, count=-1, body=case.error_body(f"token {token} (Basic {basic}) is not valid")
+        )
     )
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     state = tmp_path / "state"
-    config = write_config(
-        tmp_path / "c.toml",
-        "p",
-        {
-            "tracker": case.tracker,
-            "url": clean_emulator.base_url,
-            "token_env": TOKEN_ENV,
-            "spool_dir": str(state),
-            **case.profile,
-        },
+    config = profile_config(
+        tmp_path / "c.toml", "p", case, clean_emulator.base_url, token_env=TOKEN_ENV, spool_dir=str(state)
     )
     env = dict(os.environ, **{TOKEN_ENV: token})
     foreground = trackerfs("mount", "--foreground", "--config", str(config), "p", str(mnt), env=env)

@@ -3,10 +3,8 @@ ones keep a name of their own creation time, whatever is uploaded or overwritten
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,19 +14,10 @@ import pytest
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from tests.support.store import file_sha256, stored
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.mount
-
-
-def sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def stored(emulator: EmulatorProcess, issue: str, name: str | None = None) -> list[dict]:
-    """The issue's attachments in the store, oldest first."""
-    items = [a for a in emulator.attachments() if a["issue"] == issue]
-    return sorted((a for a in items if name is None or a["filename"] == name), key=lambda a: a["created"])
 
 
 def dated(item: dict, stem: str, ext: str, *, seconds: bool = False) -> str:
@@ -44,18 +33,21 @@ def ids_by_name(issue_dir: Path) -> dict[str, str]:
 def fresh_listing(issue_dir: Path, emulator: EmulatorProcess, case: TrackerCase) -> list[str]:
     """List the directory until the mount has asked the tracker again (its TTL ran out)."""
     emulator.clear_requests()
-    deadline = time.monotonic() + 15
-    while True:
-        names = sorted(os.listdir(issue_dir))
-        if any(case.search_path in r["path"] or case.issue_path in r["path"] for r in emulator.requests()):
-            return names
-        assert time.monotonic() < deadline, "the listing was never fetched again"
-        time.sleep(0.1)
+    names: list[str] = []
+
+    def listed_afresh() -> bool:
+        names[:] = sorted(os.listdir(issue_dir))
+        return any(case.refreshes_listing(r) for r in emulator.requests())
+
+    wait_for(listed_afresh, "the listing to be fetched again", timeout=15)
+    return names
 
 
 @pytest.fixture
-def short_ttl(make_mount: Callable[..., Mount], clean_emulator: EmulatorProcess) -> Mount:
+def short_ttl(make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess) -> Mount:
     """A mount whose listings expire after a second."""
+    if not case.duplicate_names_allowed:
+        pytest.skip("capability duplicate_names_allowed: one issue holds one attachment per name")
     return make_mount(metadata_ttl=1, attr_timeout=0.2, negative_ttl=0.2)
 
 
@@ -75,13 +67,13 @@ def test_overwriting_the_plain_name_keeps_the_users_bytes_there(
     subprocess.run(["cp", str(mine), str(issue_dir / "notes.txt")], check=True)
     versions = stored(clean_emulator, case.duplicates_issue, "notes.txt")
     assert [v["id"] for v in versions][:1] == [older["id"]] and len(versions) == 2
-    assert versions[1]["sha256"] == sha256(mine)
+    assert versions[1]["sha256"] == file_sha256(mine)
 
     names = fresh_listing(issue_dir, clean_emulator, case)
     assert names == sorted(["notes.txt", older_name, "notes (2).txt"])
-    assert sha256(issue_dir / "notes.txt") == sha256(mine)
+    assert file_sha256(issue_dir / "notes.txt") == file_sha256(mine)
     assert os.getxattr(issue_dir / "notes.txt", "user.trackerfs.id").decode() == versions[1]["id"]
-    assert sha256(issue_dir / older_name) == older["sha256"]
+    assert file_sha256(issue_dir / older_name) == older["sha256"]
     assert os.getxattr(issue_dir / older_name, "user.trackerfs.id").decode() == older["id"]
 
 
@@ -127,7 +119,7 @@ def test_a_real_attachment_named_like_a_dated_one_takes_that_name(
     after = ids_by_name(issue_dir)
     assert after[name] == real and (issue_dir / name).read_bytes() == b"really named so\n"
     moved = dated(older, "notes", ".txt", seconds=True)
-    assert after[moved] == older["id"] and sha256(issue_dir / moved) == older["sha256"]
+    assert after[moved] == older["id"] and file_sha256(issue_dir / moved) == older["sha256"]
 
 
 def test_an_attachment_named_like_a_file_being_written_shows_beside_it(

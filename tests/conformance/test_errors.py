@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from tests.support.store import attachment, file_sha256, sha256_of
 
 pytestmark = pytest.mark.mount
 
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.mount
 @pytest.fixture
 def fresh(make_mount: Callable[..., Mount], clean_emulator: EmulatorProcess) -> Mount:
     return make_mount()
-
-
-def rich_file(case: TrackerCase, emulator: EmulatorProcess, name: str) -> dict:
-    return next(i for i in emulator.attachments() if i["issue"] == case.rich_issue and i["filename"] == name)
 
 
 def read_errno(path: Path) -> int:
@@ -39,7 +35,7 @@ def read_errno(path: Path) -> int:
 def test_content_errors_map_to_errno_and_the_mount_keeps_serving(
     fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess, status: int, expected: int
 ) -> None:
-    item = rich_file(case, clean_emulator, "readme.txt")
+    item = attachment(clean_emulator, case.rich_issue, "readme.txt")
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     clean_emulator.fault(
@@ -47,23 +43,23 @@ def test_content_errors_map_to_errno_and_the_mount_keeps_serving(
         status=status,
         count=-1,
         headers={"Retry-After": "0"},
-        body={"errorMessages": [f"injected {status}"], "errors": {}},
+        body=case.error_body(f"injected {status}"),
     )
     assert read_errno(issue_dir / "readme.txt") == expected
     clean_emulator.clear_faults()
-    assert hashlib.sha256((issue_dir / "readme.txt").read_bytes()).hexdigest() == item["sha256"]
+    assert sha256_of((issue_dir / "readme.txt").read_bytes()) == item["sha256"]
     assert "Traceback" not in fresh.log_text()
 
 
 def test_rate_limit_is_retried_after_retry_after(
     fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
-    item = rich_file(case, clean_emulator, "spec.pdf")
+    item = attachment(clean_emulator, case.rich_issue, "spec.pdf")
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     clean_emulator.clear_requests()
     clean_emulator.fault(path=f"/{item['id']}(/|$)", status=429, count=2, headers={"Retry-After": "0"})
-    assert hashlib.sha256((issue_dir / "spec.pdf").read_bytes()).hexdigest() == item["sha256"]
+    assert file_sha256(issue_dir / "spec.pdf") == item["sha256"]
     statuses = [r["status"] for r in clean_emulator.requests() if item["id"] in r["path"]]
     assert statuses[:3] == [429, 429, 206] or statuses[:3] == [429, 429, 200]
 
@@ -72,19 +68,18 @@ def test_rate_limit_is_retried_after_retry_after(
 def test_dropped_connections_are_retried(
     fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess, action: str
 ) -> None:
-    item = rich_file(case, clean_emulator, case.big_file)
+    item = attachment(clean_emulator, case.rich_issue, case.big_file)
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     clean_emulator.fault(path=f"/{item['id']}(/|$)", action=action, count=1)
-    with (issue_dir / case.big_file).open("rb") as handle:
-        assert hashlib.file_digest(handle, "sha256").hexdigest() == item["sha256"]
+    assert file_sha256(issue_dir / case.big_file) == item["sha256"]
 
 
 def test_malformed_listing_is_eio_then_recovers(
     fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
     clean_emulator.fault(
-        path=case.search_path,
+        **case.listing.rule(),
         status=200,
         body="<html>not json",
         count=-1,
@@ -101,7 +96,7 @@ def test_malformed_listing_is_eio_then_recovers(
 def test_server_errors_on_listing_are_retried(
     fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
-    clean_emulator.fault(path=case.search_path, status=503, count=2, headers={"Retry-After": "0"})
+    clean_emulator.fault(**case.listing.rule(status=503, count=2, headers={"Retry-After": "0"}))
     assert sorted(os.listdir(fresh.path / case.project)) == sorted(case.issues)
 
 
@@ -109,7 +104,7 @@ def test_a_tracker_that_does_not_answer_is_etimedout(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
     mount = make_mount(timeout=0.5)
-    item = rich_file(case, clean_emulator, "readme.txt")
+    item = attachment(clean_emulator, case.rich_issue, "readme.txt")
     issue_dir = mount.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     clean_emulator.fault(path=f"/{item['id']}(/|$)", action="delay", delay=3, count=-1)

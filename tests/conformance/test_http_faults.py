@@ -7,8 +7,8 @@ failure, one deadline bounds a call, and `max_concurrency` bounds what is in fli
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -16,30 +16,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.test_lifecycle import one_line_error, profile_config, trackerfs
-from tests.conformance.test_recovery import wait_for
-from tests.support.cases import TrackerCase
+from tests.support.cases import Route, TrackerCase
+from tests.support.commands import one_line_error, profile_config, trackerfs
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import TOKEN_ENV, Mount
+from tests.support.store import attachment, deletes, file_sha256
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.mount
 
 
-def attachment(emulator: EmulatorProcess, issue: str, name: str) -> dict:
-    return next(a for a in emulator.attachments() if a["issue"] == issue and a["filename"] == name)
+def hits(emulator: EmulatorProcess, route: Route) -> list[dict]:
+    """The requests of one kind in the log."""
+    return [r for r in emulator.requests() if route.matches(r)]
 
 
-def hits(emulator: EmulatorProcess, path: str) -> list[dict]:
-    return [r for r in emulator.requests() if path in r["path"]]
+def for_attachment(emulator: EmulatorProcess, ident: str) -> list[dict]:
+    """The requests whose path names the attachment `ident`."""
+    return [r for r in emulator.requests() if re.search(f"/{ident}(/|$)", r["path"])]
 
 
 def test_a_listing_cut_short_is_retried(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
     mount = make_mount()
-    clean_emulator.fault(path=case.search_path, action="truncate", count=1)
+    clean_emulator.fault(**case.listing.rule(action="truncate", count=1))
     assert sorted(os.listdir(mount.path / case.project)) == sorted(case.issues)
-    searches = hits(clean_emulator, case.search_path)
+    searches = hits(clean_emulator, case.listing)
     assert searches[0].get("truncated") is True
     assert not any(r.get("truncated") for r in searches[1:])
 
@@ -47,17 +50,17 @@ def test_a_listing_cut_short_is_retried(
 def test_an_account_check_cut_short_is_retried(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
-    clean_emulator.fault(path=case.account_path, action="truncate", count=1)
+    clean_emulator.fault(**case.account_check.rule(action="truncate", count=1))
     mount = make_mount()
     assert case.project in os.listdir(mount.path)
-    checks = hits(clean_emulator, case.account_path)
+    checks = hits(clean_emulator, case.account_check)
     assert [bool(r.get("truncated")) for r in checks] == [True, False]
 
 
 def test_an_account_check_always_cut_short_is_one_clear_line(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
-    clean_emulator.fault(path=case.account_path, action="truncate", count=-1)
+    clean_emulator.fault(**case.account_check.rule(action="truncate", count=-1))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     config = profile_config(tmp_path / "c.toml", "p", case, clean_emulator.base_url, token_env=TOKEN_ENV)
@@ -65,7 +68,7 @@ def test_an_account_check_always_cut_short_is_one_clear_line(
     background = trackerfs("mount", "--config", str(config), "p", str(mnt), env=env)
     assert background.returncode == 1
     line = one_line_error(background)
-    assert case.account_path in line and "cut short" in line, line
+    assert re.search(case.account_check.path, line) and "cut short" in line, line
     assert "httpx" not in line and "Error(" not in line
     # In the foreground stderr is also the log (retry warnings); the failure is its last line.
     foreground = trackerfs("mount", "--foreground", "--config", str(config), "p", str(mnt), env=env)
@@ -83,7 +86,7 @@ def test_a_delete_answered_with_a_redirect_fails_and_the_file_stays(
     os.stat(target)
     for status in (302, 307):
         clean_emulator.fault(
-            method="DELETE",
+            method=case.delete.method,
             path=f"/{item['id']}$",
             status=status,
             headers={"Location": "http://127.0.0.1:9/elsewhere"},
@@ -93,8 +96,7 @@ def test_a_delete_answered_with_a_redirect_fails_and_the_file_stays(
             os.unlink(target)
         assert caught.value.errno == errno.EIO
         assert item["id"] in {a["id"] for a in clean_emulator.attachments()}
-    deletes = [r for r in clean_emulator.requests() if r["method"] == "DELETE"]
-    assert [r["status"] for r in deletes] == [302, 307]
+    assert [r["status"] for r in deletes(clean_emulator, case)] == [302, 307]
     assert "redirecting to http://127.0.0.1:9" in mount.log_text()
 
 
@@ -112,12 +114,11 @@ def test_a_stalled_tracker_fails_a_read_within_one_deadline(
     assert caught.value.errno == errno.ETIMEDOUT
     # 1.5 s, a short wait, then what is left of 2 s: two attempts per range at most,
     # however often the kernel repeats the failed read.
-    ranges = Counter(r["range"] for r in hits(clean_emulator, item["id"]))
+    ranges = Counter(r["range"] for r in for_attachment(clean_emulator, item["id"]))
     assert ranges and max(ranges.values()) <= 2, ranges
     clean_emulator.clear_faults()
     other = attachment(clean_emulator, case.rich_issue, "readme.txt")
-    data = (path.parent / "readme.txt").read_bytes()
-    assert hashlib.sha256(data).hexdigest() == other["sha256"]
+    assert file_sha256(path.parent / "readme.txt") == other["sha256"]
 
 
 def test_max_concurrency_bounds_the_requests_in_flight(
@@ -128,7 +129,7 @@ def test_max_concurrency_bounds_the_requests_in_flight(
     names = sorted(os.listdir(issue_dir))
     assert len(names) >= 4
     clean_emulator.clear_requests()
-    clean_emulator.fault(path=case.content_path, action="delay", delay=1.0, count=-1)
+    clean_emulator.fault(**case.content.rule(action="delay", delay=1.0, count=-1))
     readers = [threading.Thread(target=(issue_dir / name).read_bytes) for name in names]
     for reader in readers:
         reader.start()
@@ -136,7 +137,7 @@ def test_max_concurrency_bounds_the_requests_in_flight(
 
     def all_answered() -> bool:
         nonlocal most
-        log = hits(clean_emulator, case.content_path)
+        log = hits(clean_emulator, case.content)
         most = max(most, sum(1 for r in log if r["status"] is None))
         return len(log) >= len(names) and all(r["status"] is not None for r in log)
 

@@ -12,43 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.cases import TrackerCase
+from tests.support.commands import mount_at, one_line_error, profile_config, trackerfs
 from tests.support.emulator import EmulatorProcess
-from tests.support.mount import TOKEN_ENV, Mount, force_unmount, wait_mounted, write_config
+from tests.support.mount import TOKEN_ENV, force_unmount, wait_mounted
 
 pytestmark = pytest.mark.mount
 
 
-def trackerfs(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerfs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or dict(os.environ),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def profile_config(path: Path, name: str, case: TrackerCase, url: str, **keys: str) -> Path:
-    """A private config file with one profile of `case`'s tracker at `url`."""
-    return write_config(path, name, {"tracker": case.tracker, "url": url, **keys, **case.profile})
-
-
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert "Traceback" not in done.stderr
-    assert lines[0].startswith("trackerfs: ")
-    return lines[0]
-
-
 def test_sigterm_unmounts_cleanly(case: TrackerCase, emulator: EmulatorProcess, tmp_path: Path) -> None:
-    mount = Mount(
-        tmp_path, url=emulator.base_url, token=emulator.token, tracker=case.tracker, profile=case.profile
-    )
+    mount = mount_at(tmp_path, case, emulator)
     with mount:
         assert os.listdir(mount.path)
         assert mount.process is not None
@@ -59,9 +31,7 @@ def test_sigterm_unmounts_cleanly(case: TrackerCase, emulator: EmulatorProcess, 
 
 
 def test_fusermount_u_ends_the_daemon(case: TrackerCase, emulator: EmulatorProcess, tmp_path: Path) -> None:
-    with Mount(
-        tmp_path, url=emulator.base_url, token=emulator.token, tracker=case.tracker, profile=case.profile
-    ) as mount:
+    with mount_at(tmp_path, case, emulator) as mount:
         os.listdir(mount.path / case.project)
         assert mount.unmount() == 0
         assert not os.path.ismount(mount.path)

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conformance.test_recovery import crash, mount_at, upload_reached, upload_started, wait_for
 from tests.support.cases import TrackerCase
+from tests.support.commands import crash, mount_at
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from tests.support.store import sha256_of, stored, upload_reached
+from tests.support.waiting import upload_started, wait_for
 
 pytestmark = pytest.mark.mount
 
 
-def stored(emulator: EmulatorProcess, issue: str, name: str | None = None) -> list[dict]:
-    return [
-        a for a in emulator.attachments() if a["issue"] == issue and (name is None or a["filename"] == name)
-    ]
-
-
-def slow_upload(emulator: EmulatorProcess, seconds: float = 2) -> None:
-    emulator.fault(method="POST", path="/attachments$", action="delay", delay=seconds, count=1)
+def slow_upload(emulator: EmulatorProcess, case: TrackerCase, seconds: float = 2) -> None:
+    """Hold the next upload for `seconds` before the tracker answers it."""
+    emulator.fault(**case.upload.rule(action="delay", delay=seconds, count=1))
 
 
 def test_rm_during_the_upload_removes_the_file_from_the_tracker(
@@ -36,7 +31,7 @@ def test_rm_during_the_upload_removes_the_file_from_the_tracker(
     source = tmp_path / "short-lived.bin"
     source.write_bytes(os.urandom(100_000))
     directory = mount.path / case.project / case.plain_issue
-    slow_upload(clean_emulator)
+    slow_upload(clean_emulator, case)
     copy = subprocess.Popen(["cp", str(source), str(directory)])
     wait_for(lambda: upload_started(mount.state), "the upload to start")
     (directory / "short-lived.bin").unlink()
@@ -52,7 +47,7 @@ def test_mv_during_the_upload_ends_under_the_new_name(
     source = tmp_path / "a.bin"
     source.write_bytes(os.urandom(100_000))
     directory = mount.path / case.project / case.plain_issue
-    slow_upload(clean_emulator)
+    slow_upload(clean_emulator, case)
     copy = subprocess.Popen(["cp", str(source), str(directory)])
     wait_for(lambda: upload_started(mount.state), "the upload to start")
     subprocess.run(["mv", str(directory / "a.bin"), str(directory / "b.bin")], check=True)
@@ -79,7 +74,7 @@ def test_renaming_a_file_being_edited_moves_the_edit(
     assert names.count("renamed.txt") == 1 and "readme.txt" not in names
     assert stored(clean_emulator, case.rich_issue, "readme.txt") == []
     [item] = stored(clean_emulator, case.rich_issue, "renamed.txt")
-    assert item["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert item["sha256"] == sha256_of(expected)
 
 
 def test_an_interrupted_resave_of_the_same_size_is_not_taken_for_the_old_one(
@@ -90,9 +85,9 @@ def test_an_interrupted_resave_of_the_same_size_is_not_taken_for_the_old_one(
     target.write_bytes(b"version one\n")
     [old] = stored(clean_emulator, case.plain_issue, "same.txt")
     clean_emulator.clear_requests()
-    clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=3, count=1)
+    clean_emulator.fault(**case.upload.rule(action="drop", delay=3, count=1))
     writer = subprocess.Popen(["sh", "-c", f"printf 'version two\\n' > '{target}'"])
-    wait_for(lambda: upload_reached(clean_emulator), "the upload to reach the tracker")
+    wait_for(lambda: upload_reached(clean_emulator, case), "the upload to reach the tracker")
     crash(first)
     writer.wait(timeout=30)
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
@@ -109,7 +104,7 @@ def test_an_interrupted_resave_of_the_same_size_is_not_taken_for_the_old_one(
         )
         [new] = stored(clean_emulator, case.plain_issue, "same.txt")
         assert new["id"] != old["id"]
-        assert new["sha256"] == hashlib.sha256(b"version two\n").hexdigest()
+        assert new["sha256"] == sha256_of(b"version two\n")
         assert (second.path / case.project / case.plain_issue / "same.txt").read_bytes() == b"version two\n"
 
 
@@ -123,9 +118,6 @@ def test_a_refused_file_can_be_written_again(
         handle.write(b"x" * (128 * 1024))
     assert stored(clean_emulator, case.plain_issue, "retry.txt") == []
     target.write_bytes(b"small enough\n")
-    deadline = time.monotonic() + 10
-    while not stored(clean_emulator, case.plain_issue, "retry.txt"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: stored(clean_emulator, case.plain_issue, "retry.txt"), "the second write to arrive", 10)
     [item] = stored(clean_emulator, case.plain_issue, "retry.txt")
-    assert item["sha256"] == hashlib.sha256(b"small enough\n").hexdigest()
+    assert item["sha256"] == sha256_of(b"small enough\n")

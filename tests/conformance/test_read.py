@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from tests.support.store import attachment, content_requests, file_sha256, ids_by_path, sha256_of, stored
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
 PROBES = [".Trash-0", ".Trash", ".directory", ".hidden", "Thumbs.db", "desktop.ini", "autorun.inf", ".git"]
-
-
-def sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def by_id(mount_dir: Path) -> dict[str, Path]:
-    """The files of an issue directory keyed by their attachment id (an xattr)."""
-    return {os.getxattr(path, "user.trackerfs.id").decode(): path for path in mount_dir.iterdir()}
-
-
-def store_of(emulator: EmulatorProcess, case: TrackerCase, issue: str) -> list[dict]:
-    return [item for item in emulator.attachments() if item["issue"] == issue]
-
-
-def content_requests(emulator: EmulatorProcess, case: TrackerCase) -> list[dict]:
-    return [r for r in emulator.requests() if case.content_path in r["path"] or r["origin"] == "media"]
 
 
 def test_root_lists_projects(mounted: Path, emulator: EmulatorProcess) -> None:
@@ -58,8 +39,8 @@ def test_stat_sizes_and_times_come_from_metadata(
     mounted: Path, case: TrackerCase, emulator: EmulatorProcess
 ) -> None:
     issue_dir = mounted / case.project / case.rich_issue
-    files = by_id(issue_dir)
-    store = store_of(emulator, case, case.rich_issue)
+    files = ids_by_path(issue_dir)
+    store = stored(emulator, case.rich_issue)
     assert len(files) == len(store) >= 6
     for item in store:
         info = files[item["id"]].stat()
@@ -76,9 +57,9 @@ def test_every_attachment_reads_back_exactly(
 ) -> None:
     checked = 0
     for issue in {item["issue"] for item in emulator.attachments() if item["project"] == case.project}:
-        files = by_id(mounted / case.project / issue)
-        for item in store_of(emulator, case, issue):
-            assert sha256(files[item["id"]]) == item["sha256"], (issue, item["filename"])
+        files = ids_by_path(mounted / case.project / issue)
+        for item in stored(emulator, issue):
+            assert file_sha256(files[item["id"]]) == item["sha256"], (issue, item["filename"])
             checked += 1
     assert checked >= 15
 
@@ -100,10 +81,10 @@ def test_user_tools_work(mounted: Path, case: TrackerCase, emulator: EmulatorPro
     )
     assert "PDF document" in pdf.stdout
     subprocess.run(["cp", str(issue_dir / "readme.txt"), str(tmp_path / "copy.txt")], check=True)
-    store = {item["filename"]: item for item in store_of(emulator, case, case.rich_issue)}
-    assert hashlib.sha256((tmp_path / "copy.txt").read_bytes()).hexdigest() == store["readme.txt"]["sha256"]
+    store = {item["filename"]: item for item in stored(emulator, case.rich_issue)}
+    assert sha256_of((tmp_path / "copy.txt").read_bytes()) == store["readme.txt"]["sha256"]
     shutil.copy(issue_dir / "report.docx", tmp_path / "report.docx")
-    assert sha256(tmp_path / "report.docx") == store["report.docx"]["sha256"]
+    assert file_sha256(tmp_path / "report.docx") == store["report.docx"]["sha256"]
     digest = subprocess.run(
         ["sha256sum", str(issue_dir / "big.bin")], capture_output=True, text=True, check=True
     )
@@ -114,20 +95,22 @@ def test_user_tools_work(mounted: Path, case: TrackerCase, emulator: EmulatorPro
         check=True,
         env=dict(os.environ, TERM="dumb"),
     )
-    assert hashlib.sha256(paged.stdout).hexdigest() == store["readme.txt"]["sha256"]
+    assert sha256_of(paged.stdout) == store["readme.txt"]["sha256"]
 
 
 def test_duplicate_names_are_disambiguated_stably(
     mounted: Path, case: TrackerCase, emulator: EmulatorProcess
 ) -> None:
+    if not case.duplicate_names_allowed:
+        pytest.skip("capability duplicate_names_allowed: one issue holds one attachment per name")
     issue_dir = mounted / case.project / case.duplicates_issue
-    store = sorted(store_of(emulator, case, case.duplicates_issue), key=lambda item: item["created"])
+    store = stored(emulator, case.duplicates_issue)
     older, newer = (item for item in store if item["filename"] == "notes.txt")
     created = datetime.fromisoformat(older["created"].replace("Z", "+00:00"))
     older_name = f"notes ({created:%Y-%m-%d %H.%M}).txt"
     names = sorted(os.listdir(issue_dir))
     assert names == sorted(["notes (2).txt", older_name, "notes.txt"])
-    files = by_id(issue_dir)
+    files = ids_by_path(issue_dir)
     assert files[newer["id"]].name == "notes.txt"
     assert files[older["id"]].name == older_name
     real = next(item for item in store if item["filename"] == "notes (2).txt")
@@ -140,16 +123,16 @@ def test_hostile_names_come_out_safe_and_unique(
 ) -> None:
     issue_dir = mounted / case.project / case.hostile_issue
     raw = os.listdir(os.fsencode(issue_dir))
-    store = store_of(emulator, case, case.hostile_issue)
+    store = stored(emulator, case.hostile_issue)
     assert len(raw) == len(set(raw)) == len(store)
     for name in raw:
         assert b"/" not in name and b"\0" not in name and name not in (b".", b"..", b"")
         assert len(name) <= 255
         name.decode("utf-8")  # valid UTF-8
         assert not any(byte < 0x20 for byte in name)
-    files = by_id(issue_dir)
+    files = ids_by_path(issue_dir)
     for item in store:
-        assert sha256(files[item["id"]]) == item["sha256"]
+        assert file_sha256(files[item["id"]]) == item["sha256"]
         if item["filename"]:
             original = os.getxattr(files[item["id"]], "user.trackerfs.original_name")
             assert original == item["filename"].encode("utf-8", "surrogateescape")
@@ -186,7 +169,7 @@ def test_probe_names_cost_no_request(mounted: Path, case: TrackerCase, emulator:
 
 def test_xattrs_show_metadata(mounted: Path, case: TrackerCase, emulator: EmulatorProcess) -> None:
     path = mounted / case.project / case.rich_issue / "diagram.png"
-    item = next(i for i in store_of(emulator, case, case.rich_issue) if i["filename"] == "diagram.png")
+    item = attachment(emulator, case.rich_issue, "diagram.png")
     names = set(os.listxattr(path))
     assert {
         "user.trackerfs.id",
@@ -202,7 +185,7 @@ def test_xattrs_show_metadata(mounted: Path, case: TrackerCase, emulator: Emulat
     dumped = subprocess.run(["getfattr", "-d", str(path)], capture_output=True, text=True, check=True).stdout
     assert f'user.trackerfs.id="{item["id"]}"' in dumped
     issue_url = os.getxattr(mounted / case.project / case.rich_issue, "user.trackerfs.url").decode()
-    assert issue_url.endswith(f"/browse/{case.rich_issue}")
+    assert issue_url.endswith(case.issue_page.format(issue=case.rich_issue))
     with pytest.raises(OSError) as caught:
         os.getxattr(path, "user.trackerfs.nothing")
     assert caught.value.errno == errno.ENODATA
@@ -218,9 +201,11 @@ def test_statfs_answers(mounted: Path) -> None:
 def test_random_read_fetches_only_nearby_blocks(
     make_mount: Callable[..., Mount], case: TrackerCase, emulator: EmulatorProcess
 ) -> None:
+    if not case.honours_range:
+        pytest.skip("capability honours_range: every content answer is the whole file")
     mount = make_mount()
     big = mount.path / case.project / case.rich_issue / case.big_file
-    item = next(i for i in store_of(emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    item = attachment(emulator, case.rich_issue, case.big_file)
     offset = 5 * MiB + 12345
     os.listdir(big.parent)
     emulator.clear_requests()
@@ -240,7 +225,7 @@ def test_random_read_fetches_only_nearby_blocks(
 
 def test_dd_skip_reads_the_right_bytes(mounted: Path, case: TrackerCase, emulator: EmulatorProcess) -> None:
     big = mounted / case.project / case.rich_issue / case.big_file
-    item = next(i for i in store_of(emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    item = attachment(emulator, case.rich_issue, case.big_file)
     out = subprocess.run(
         ["dd", f"if={big}", "bs=65536", "skip=37", "count=3", "status=none"], capture_output=True, check=True
     ).stdout
@@ -250,6 +235,8 @@ def test_dd_skip_reads_the_right_bytes(mounted: Path, case: TrackerCase, emulato
 def test_find_costs_pages_not_issues(
     make_mount: Callable[..., Mount], case: TrackerCase, emulator: EmulatorProcess
 ) -> None:
+    if not case.embeds_attachments_in_listing:
+        pytest.skip("capability embeds_attachments_in_listing: attachments cost a request per issue")
     emulator.clear_requests()
     mount = make_mount()
     found = subprocess.run(
@@ -257,8 +244,8 @@ def test_find_costs_pages_not_issues(
     )
     assert f"{case.rich_issue}/readme.txt" in found.stdout
     requests = emulator.requests()
-    pages = [r for r in requests if r["path"].startswith(case.search_path)]
-    per_issue = [r for r in requests if r["path"].startswith(case.issue_path)]
+    pages = [r for r in requests if case.listing.matches(r)]
+    per_issue = [r for r in requests if case.issue_lookup.matches(r)]
     assert len(pages) == -(-len(case.issues) // case.page_size)
     assert per_issue == []
 
@@ -266,13 +253,15 @@ def test_find_costs_pages_not_issues(
 def test_unlisted_issue_opens_by_key(
     make_mount: Callable[..., Mount], case: TrackerCase, emulator: EmulatorProcess
 ) -> None:
-    mount = make_mount(max_issues=3)
+    if case.issue_cap_option is None:
+        pytest.skip("capability issue_cap_option: no profile key caps a listing")
+    mount = make_mount(**{case.issue_cap_option: 3})
     listed = os.listdir(mount.path / case.project)
     assert sorted(listed) == sorted(case.issues[:3])
     hidden = case.issues[9]
     assert hidden not in listed
     files = os.listdir(mount.path / case.project / hidden)
-    assert sorted(files) == sorted(item["filename"] for item in store_of(emulator, case, hidden))
+    assert sorted(files) == sorted(item["filename"] for item in stored(emulator, hidden))
 
 
 def test_server_ignoring_range_still_gives_right_bytes(
@@ -281,32 +270,32 @@ def test_server_ignoring_range_still_gives_right_bytes(
     clean_emulator.config(range_support=False)
     mount = make_mount()
     big = mount.path / case.project / case.rich_issue / case.big_file
-    item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    item = attachment(clean_emulator, case.rich_issue, case.big_file)
     with big.open("rb") as handle:
         handle.seek(3 * MiB + 7)
         data = handle.read(10000)
     assert data == clean_emulator.content(item["id"])[3 * MiB + 7 : 3 * MiB + 10007]
-    assert sha256(big) == item["sha256"]
+    assert file_sha256(big) == item["sha256"]
 
 
 def test_redirect_to_media_host_never_carries_credentials(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
-    if case.id != "jira-cloud":
-        pytest.skip("only Jira Cloud redirects content to a media host")
-    item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == "spec.pdf")
-    with httpx.Client(auth=("tester@example.com", clean_emulator.token)) as client:
-        answer = client.get(f"{clean_emulator.base_url}{case.content_path}{item['id']}")
-    assert answer.status_code == 303
+    if case.media_redirect is None:
+        pytest.skip("capability media_redirect: content never moves to another origin")
+    item = attachment(clean_emulator, case.rich_issue, "spec.pdf")
+    with case.api_client(clean_emulator) as client:
+        answer = client.get(case.content_path(item))
+    assert answer.is_redirect
     clean_emulator.fault(
-        path=f"{case.content_path}{item['id']}$",
-        status=303,
+        path=f"{case.content_path(item)}$",
+        status=answer.status_code,
         headers={"Location": answer.headers["Location"]},
         count=-1,
     )
     mount = make_mount()
     clean_emulator.clear_requests()
-    assert sha256(mount.path / case.project / case.rich_issue / "spec.pdf") == item["sha256"]
+    assert file_sha256(mount.path / case.project / case.rich_issue / "spec.pdf") == item["sha256"]
     media = [r for r in clean_emulator.requests() if r["origin"] == "media"]
     assert media, "the redirect was not followed"
     assert all(not r["authorized"] for r in media)
@@ -322,10 +311,7 @@ def test_expired_ttl_shows_attachment_added_behind_the_mount(
     added = case.attach_behind(clean_emulator, case.plain_issue, "late.txt", b"added later\n")
     assert set(os.listdir(issue_dir)) == before, "a cached listing must not change within its TTL"
 
-    deadline = time.monotonic() + 15
-    while "late.txt" not in os.listdir(issue_dir):
-        assert time.monotonic() < deadline, "the new attachment never appeared"
-        time.sleep(0.1)
+    wait_for(lambda: "late.txt" in os.listdir(issue_dir), "the new attachment to appear", timeout=15)
     assert (issue_dir / "late.txt").read_bytes() == b"added later\n"
     assert os.getxattr(issue_dir / "late.txt", "user.trackerfs.id").decode() == added
 
@@ -338,12 +324,12 @@ def _epoch(text: str) -> float:
 def big_via_media(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> tuple[Path, dict]:
-    """The big file on a mount that follows Jira's 303 to the media host, and its record."""
-    if case.id != "jira-cloud":
-        pytest.skip("only Jira Cloud redirects content to a media host")
-    mount = make_mount(download="redirect")
+    """The big file on a mount that follows the redirect to another origin, and its record."""
+    if case.media_redirect is None:
+        pytest.skip("capability media_redirect: content never moves to another origin")
+    mount = make_mount(**case.media_redirect)
     big = mount.path / case.project / case.rich_issue / case.big_file
-    item = next(i for i in store_of(clean_emulator, case, case.rich_issue) if i["filename"] == case.big_file)
+    item = attachment(clean_emulator, case.rich_issue, case.big_file)
     os.listdir(big.parent)
     return big, item
 
@@ -353,16 +339,16 @@ def test_download_via_media_redirect(
 ) -> None:
     big, item = big_via_media
     clean_emulator.clear_requests()
-    assert sha256(big) == item["sha256"]
+    assert file_sha256(big) == item["sha256"]
     requests = clean_emulator.requests()
     media = [r for r in requests if r["origin"] == "media"]
     assert media and all(not r["authorized"] and r["status"] == 206 for r in media)
-    asked = [r for r in requests if r["origin"] == "api" and case.content_path in r["path"]]
+    asked = [r for r in requests if case.content.matches(r)]
     assert len(asked) < len(media), "a signed target is reused for the next ranges"
 
 
 def test_rejected_signed_url_is_asked_for_again(
-    big_via_media: tuple[Path, dict], clean_emulator: EmulatorProcess
+    big_via_media: tuple[Path, dict], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
     big, item = big_via_media
     content = clean_emulator.content(item["id"])
@@ -373,12 +359,20 @@ def test_rejected_signed_url_is_asked_for_again(
         handle.seek(6 * MiB)
         assert handle.read(4096) == content[6 * MiB : 6 * MiB + 4096]
     # Fetches run in the background: wait until the one that was refused has finished.
-    deadline = time.monotonic() + 10
-    while True:
-        sequence = [(r["origin"], r["status"]) for r in clean_emulator.requests()]
-        refused = sequence.index(("media", 403))
-        asked = sequence.index(("api", 303), refused) if ("api", 303) in sequence[refused:] else None
-        if asked is not None and ("media", 206) in sequence[asked:]:
-            break
-        assert time.monotonic() < deadline, sequence
-        time.sleep(0.05)
+    wait_for(lambda: asked_again_after_refusal(clean_emulator, case), "a fresh signed target", timeout=10)
+
+
+def asked_again_after_refusal(emulator: EmulatorProcess, case: TrackerCase) -> bool:
+    """Whether the log shows a refused media fetch, then a new redirect, then bytes from it."""
+    log = emulator.requests()
+    steps = [
+        lambda r: r["origin"] == "media" and r["status"] == 403,
+        lambda r: case.content.matches(r) and 300 <= (r["status"] or 0) < 400,
+        lambda r: r["origin"] == "media" and r["status"] == 206,
+    ]
+    position = 0
+    for step in steps:
+        position = next((i + 1 for i in range(position, len(log)) if step(log[i])), -1)
+        if position < 0:
+            return False
+    return True

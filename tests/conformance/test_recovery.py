@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.cases import TrackerCase
+from tests.support.commands import crash, mount_at, status
 from tests.support.emulator import EmulatorProcess
-from tests.support.mount import Mount, force_unmount
+from tests.support.store import sha256_of, stored, upload_reached, uploads
+from tests.support.waiting import upload_started, wait_for
 from trackerfs.core.spool import PENDING, Manifest
 
 pytestmark = pytest.mark.mount
@@ -26,66 +26,16 @@ pytestmark = pytest.mark.mount
 MiB = 1 << 20
 
 
-def mount_at(workdir: Path, case: TrackerCase, emulator: EmulatorProcess) -> Mount:
-    return Mount(
-        workdir, url=emulator.base_url, token=emulator.token, tracker=case.tracker, profile=case.profile
-    )
-
-
-def wait_for(condition, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def upload_started(state: Path) -> bool:
-    for path in (state / "spool").glob("*.json"):
-        try:
-            if json.loads(path.read_text()).get("state") == "pending":
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def upload_reached(emulator: EmulatorProcess) -> bool:
-    """Whether an upload POST reached the emulator (its fault then applies to it)."""
-    return any(r["method"] == "POST" and r["path"].endswith("/attachments") for r in emulator.requests())
-
-
-def crash(mount: Mount) -> None:
-    assert mount.process is not None
-    mount.process.kill()
-    mount.process.wait()
-    force_unmount(mount.path)
-
-
-def stored(emulator: EmulatorProcess, issue: str, name: str) -> list[dict]:
-    return [a for a in emulator.attachments() if a["issue"] == issue and a["filename"] == name]
-
-
-def status(mount: Mount) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "trackerfs", "status", "--config", str(mount.config), mount.name],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=mount.env,
-    )
-    return done.stdout
-
-
 def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
     source = tmp_path / "notes.bin"
     source.write_bytes(os.urandom(MiB + 3))
-    clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=3, count=1)
+    clean_emulator.fault(**case.upload.rule(action="drop", delay=3, count=1))
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue
     copy = subprocess.Popen(["cp", str(source), str(target)], stderr=subprocess.PIPE)
-    wait_for(lambda: upload_reached(clean_emulator), "the upload to reach the tracker")
+    wait_for(lambda: upload_reached(clean_emulator, case), "the upload to reach the tracker")
     crash(first)
     assert copy.wait(timeout=30) != 0
     assert stored(clean_emulator, case.plain_issue, "notes.bin") == []
@@ -94,7 +44,7 @@ def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
         wait_for(lambda: "finishing the upload" in second.log_text(), "the recovery to start")
         wait_for(lambda: "recovering" not in status(second), "the recovery to finish")
         [item] = stored(clean_emulator, case.plain_issue, "notes.bin")
-        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert item["sha256"] == sha256_of(source.read_bytes())
         assert (
             second.path / case.project / case.plain_issue / "notes.bin"
         ).read_bytes() == source.read_bytes()
@@ -104,7 +54,7 @@ def test_upload_cut_off_by_a_crash_is_finished_by_the_next_mount(
 def test_upload_whose_answer_was_cut_off_is_found_on_the_tracker_and_not_sent_again(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
-    clean_emulator.fault(method="POST", path="/attachments$", action="truncate", count=1)
+    clean_emulator.fault(**case.upload.rule(action="truncate", count=1))
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     try:
         directory = first.path / case.project / case.plain_issue
@@ -112,23 +62,23 @@ def test_upload_whose_answer_was_cut_off_is_found_on_the_tracker_and_not_sent_ag
         source.write_bytes(os.urandom(200_000))
         subprocess.run(["cp", str(source), str(directory)], check=True)
         [item] = stored(clean_emulator, case.plain_issue, "once.bin")  # it arrived, once
-        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert item["sha256"] == sha256_of(source.read_bytes())
         assert os.getxattr(directory / "once.bin", "user.trackerfs.id").decode() == item["id"]
         assert "reached the tracker as attachment" in first.log_text()
         other = tmp_path / "other.bin"
         other.write_bytes(b"unaffected\n")
         subprocess.run(["cp", str(other), str(directory)], check=True)
         assert [a["sha256"] for a in stored(clean_emulator, case.plain_issue, "other.bin")] == [
-            hashlib.sha256(b"unaffected\n").hexdigest()
+            sha256_of(b"unaffected\n")
         ]
-        assert len([r for r in clean_emulator.requests() if r["method"] == "POST"]) == 2
+        assert len(uploads(clean_emulator, case)) == 2
     finally:
         crash(first)
     clean_emulator.clear_requests()
     with mount_at(tmp_path / "w", case, clean_emulator) as second:
         os.listdir(second.path / case.project)
         assert len(stored(clean_emulator, case.plain_issue, "once.bin")) == 1
-        assert not [r for r in clean_emulator.requests() if r["method"] == "POST"]
+        assert not uploads(clean_emulator, case)
 
 
 def test_pending_upload_whose_data_changed_size_is_kept_and_not_uploaded(
@@ -148,7 +98,7 @@ def test_pending_upload_whose_data_changed_size_is_kept_and_not_uploaded(
     with mount:
         os.listdir(mount.path / case.project / case.plain_issue)
         assert stored(clean_emulator, case.plain_issue, "half.bin") == []
-        assert not [r for r in clean_emulator.requests() if r["method"] == "POST"]
+        assert not uploads(clean_emulator, case)
         kept = next((mount.state / "recovered").rglob("half.bin"))
         assert kept.read_bytes() == b"only this"
         assert "not the 5000000 recorded" in mount.log_text()
@@ -177,7 +127,7 @@ def test_sigterm_waits_for_an_upload_in_progress(
 ) -> None:
     source = tmp_path / "slow.bin"
     source.write_bytes(os.urandom(256 * 1024))
-    clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=2, count=1)
+    clean_emulator.fault(**case.upload.rule(action="delay", delay=2, count=1))
     mount = mount_at(tmp_path / "w", case, clean_emulator).start()
     try:
         copy = subprocess.Popen(["cp", str(source), str(mount.path / case.project / case.plain_issue)])
@@ -187,7 +137,7 @@ def test_sigterm_waits_for_an_upload_in_progress(
         assert copy.wait(timeout=30) == 0
         assert mount.process.wait(timeout=30) == 0
         [item] = stored(clean_emulator, case.plain_issue, "slow.bin")
-        assert item["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert item["sha256"] == sha256_of(source.read_bytes())
     finally:
         mount.stop()
 
@@ -203,13 +153,7 @@ def test_full_spool_disk_gives_enospc_and_uploads_nothing(
     if made.returncode != 0:
         pytest.skip(f"cannot make a small tmpfs here: {made.stderr.decode().strip()}")
     try:
-        mount = Mount(
-            tmp_path / "w",
-            url=clean_emulator.base_url,
-            token=clean_emulator.token,
-            tracker=case.tracker,
-            profile={**case.profile, "spool_dir": str(small / "state")},
-        )
+        mount = mount_at(tmp_path / "w", case, clean_emulator, spool_dir=str(small / "state"))
         with mount:
             target = mount.path / case.project / case.plain_issue / "huge.bin"
             with pytest.raises(OSError) as caught, target.open("wb") as handle:

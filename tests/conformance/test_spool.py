@@ -4,7 +4,6 @@ recovery behind a live mount, private state, and a spool that cannot be created.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -18,66 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.test_recovery import (
-    crash,
-    mount_at,
-    status,
-    stored,
-    upload_reached,
-    upload_started,
-    wait_for,
-)
 from tests.support.cases import TrackerCase
+from tests.support.commands import crash, mount_at, status, trackerfs
 from tests.support.emulator import EmulatorProcess
-from tests.support.mount import Mount, force_unmount, write_config
+from tests.support.mount import force_unmount, write_config
+from tests.support.store import sha256_of, stored, upload_reached, uploaded_names, uploads
+from tests.support.waiting import upload_started, wait_for
 
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def spool_files(state: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (state / "spool").iterdir()}
-
-
-def attachments_of(emulator: EmulatorProcess, issue: str) -> list[dict]:
-    return [a for a in emulator.attachments() if a["issue"] == issue]
-
-
-def uploaded_names(emulator: EmulatorProcess) -> list[str]:
-    return [
-        part["filename"]
-        for r in emulator.requests()
-        if r["method"] == "POST" and r.get("upload")
-        for part in r["upload"]
-    ]
-
-
-def mount_in_foreground(
-    config: Path, name: str, mountpoint: Path, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trackerfs",
-            "mount",
-            "--foreground",
-            "--config",
-            str(config),
-            name,
-            str(mountpoint),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
 
 
 @contextlib.contextmanager
@@ -126,7 +79,7 @@ def test_second_mount_of_a_profile_is_refused_and_the_first_goes_on(
 ) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(2 * MiB))
-    clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=3, count=1)
+    clean_emulator.fault(**case.upload.rule(action="delay", delay=3, count=1))
     first = mount_at(tmp_path / "a", case, clean_emulator).start()
     try:
         issue = first.path / case.project / case.plain_issue
@@ -141,15 +94,17 @@ def test_second_mount_of_a_profile_is_refused_and_the_first_goes_on(
         assert draft.stdout is not None and draft.stdin is not None
         assert draft.stdout.readline() == b"half\n"
         before = spool_files(first.state)
-        second = Mount(
-            tmp_path / "b",
-            url=clean_emulator.base_url,
-            token=clean_emulator.token,
-            tracker=case.tracker,
-            profile={**case.profile, "spool_dir": str(first.state)},
-            name=first.name,
+        second = mount_at(tmp_path / "b", case, clean_emulator, name=first.name, spool_dir=str(first.state))
+        refused = trackerfs(
+            "mount",
+            "--foreground",
+            "--config",
+            str(second.config),
+            second.name,
+            str(second.path),
+            env=second.env,
+            timeout=30,
         )
-        refused = mount_in_foreground(second.config, second.name, second.path, second.env, timeout=30)
         assert first.process is not None
         expected = (
             f"trackerfs: profile {first.name} is already mounted at {first.path} by pid {first.process.pid}"
@@ -166,10 +121,10 @@ def test_second_mount_of_a_profile_is_refused_and_the_first_goes_on(
         assert draft.wait(timeout=60) == 0
         assert copy.wait(timeout=60) == 0
         [kept] = stored(clean_emulator, case.plain_issue, "draft.txt")
-        assert kept["sha256"] == sha256(b"first half, second half")
+        assert kept["sha256"] == sha256_of(b"first half, second half")
         [copied] = stored(clean_emulator, case.plain_issue, "big.bin")
-        assert copied["sha256"] == sha256(big.read_bytes())
-        assert uploaded_names(clean_emulator).count("big.bin") == 1
+        assert copied["sha256"] == sha256_of(big.read_bytes())
+        assert uploaded_names(clean_emulator, case).count("big.bin") == 1
     finally:
         first.stop()
         force_unmount(tmp_path / "b" / "mnt")
@@ -201,7 +156,7 @@ def test_files_with_temporary_names_are_kept_at_unmount_in_one_line(
         (issue / ".~lock.report.odt#").write_bytes(b"user,host,01.12.2026 10:00,/home/user;\n")
         (issue / "empty.tmp").write_bytes(b"")
         assert sorted(os.listdir(issue)) == sorted([*TEMPORARY_LOOKING, ".~lock.report.odt#", "empty.tmp"])
-        assert uploaded_names(clean_emulator) == []
+        assert uploaded_names(clean_emulator, case) == []
         assert mount.unmount() == 0
     finally:
         mount.stop()
@@ -213,7 +168,7 @@ def test_files_with_temporary_names_are_kept_at_unmount_in_one_line(
     assert all(f"{case.plain_issue}/{name}" in line for name in TEMPORARY_LOOKING)
     listed = status(mount)
     assert all(str(folder / name) in listed for name in TEMPORARY_LOOKING)
-    assert attachments_of(clean_emulator, case.plain_issue) == []
+    assert stored(clean_emulator, case.plain_issue) == []
 
 
 def test_sqlite_database_is_uploaded_and_its_journal_never(
@@ -228,9 +183,9 @@ def test_sqlite_database_is_uploaded_and_its_journal_never(
         assert mount.unmount() == 0
     finally:
         mount.stop()
-    names = uploaded_names(clean_emulator)
+    names = uploaded_names(clean_emulator, case)
     assert names and set(names) == {"t.db"}
-    [item] = attachments_of(clean_emulator, case.plain_issue)
+    [item] = stored(clean_emulator, case.plain_issue)
     assert item["filename"] == "t.db"
     copy = tmp_path / "copy.db"
     copy.write_bytes(clean_emulator.content(item["id"]))
@@ -245,16 +200,16 @@ def test_recovery_runs_behind_a_live_mount(
 ) -> None:
     source = tmp_path / "large.bin"
     source.write_bytes(os.urandom(50 * MiB))
-    clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=3, count=1)
+    clean_emulator.fault(**case.upload.rule(action="drop", delay=3, count=1))
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue
     copy = subprocess.Popen(["cp", str(source), str(target)], stderr=subprocess.PIPE)
-    wait_for(lambda: upload_reached(clean_emulator), "the upload to reach the tracker", timeout=60)
+    wait_for(lambda: upload_reached(clean_emulator, case), "the upload to reach the tracker", timeout=60)
     crash(first)
     assert copy.wait(timeout=30) != 0
     clean_emulator.clear_faults()
     clean_emulator.clear_requests()
-    clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=10, count=1)
+    clean_emulator.fault(**case.upload.rule(action="delay", delay=10, count=1))
     second = mount_at(tmp_path / "w", case, clean_emulator)
     with notify_socket() as (address, received):
         second.env["NOTIFY_SOCKET"] = address
@@ -273,10 +228,10 @@ def test_recovery_runs_behind_a_live_mount(
             )
             wait_for(lambda: "recovering" not in status(second), "the status to clear")
             [item] = stored(clean_emulator, case.plain_issue, "large.bin")
-            assert item["sha256"] == sha256(source.read_bytes())
+            assert item["sha256"] == sha256_of(source.read_bytes())
             assert second.unmount() == 0
         assert any("uploads left from an earlier run are done" in m for m in received())
-    assert uploaded_names(clean_emulator).count("large.bin") == 1
+    assert uploaded_names(clean_emulator, case).count("large.bin") == 1
     assert len(stored(clean_emulator, case.plain_issue, "large.bin")) == 1
 
 
@@ -322,23 +277,7 @@ def test_background_mount_log_is_private(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path, umask_022: None
 ) -> None:
     mount = mount_at(tmp_path / "w", case, clean_emulator)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trackerfs",
-            "mount",
-            "--config",
-            str(mount.config),
-            mount.name,
-            str(mount.path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=mount.env,
-        check=False,
-    )
+    done = trackerfs("mount", "--config", str(mount.config), mount.name, str(mount.path), env=mount.env)
     try:
         assert done.returncode == 0, done.stderr
         assert os.path.ismount(mount.path)
@@ -368,7 +307,15 @@ def test_unusable_spool_dir_is_one_line(
             **case.profile,
         },
     )
-    done = mount_in_foreground(config, "p", mnt, dict(os.environ, T=emulator.token))
+    done = trackerfs(
+        "mount",
+        "--foreground",
+        "--config",
+        str(config),
+        "p",
+        str(mnt),
+        env=dict(os.environ, T=emulator.token),
+    )
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"trackerfs: cannot use the state directory {spool_dir}: ")
@@ -381,18 +328,18 @@ def test_sigterm_during_recovery_finishes_the_upload_in_hand_and_keeps_the_rest(
     sources = {name: os.urandom(MiB + index) for index, name in enumerate(("one.bin", "two.bin"))}
     for name, data in sources.items():
         (tmp_path / name).write_bytes(data)
-    clean_emulator.fault(method="POST", path="/attachments$", action="drop", delay=2, count=2)
+    clean_emulator.fault(**case.upload.rule(action="drop", delay=2, count=2))
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue
     copies = [subprocess.Popen(["cp", str(tmp_path / name), str(target)]) for name in sources]
     wait_for(
-        lambda: sum(r["method"] == "POST" for r in clean_emulator.requests()) == 2,
+        lambda: len(uploads(clean_emulator, case)) == 2,
         "both uploads to reach the tracker",
     )
     crash(first)
     assert all(copy.wait(timeout=30) != 0 for copy in copies)
     clean_emulator.clear_faults()
-    clean_emulator.fault(method="POST", path="/attachments$", action="delay", delay=3, count=1)
+    clean_emulator.fault(**case.upload.rule(action="delay", delay=3, count=1))
     second = mount_at(tmp_path / "w", case, clean_emulator).start()
     try:
         wait_for(lambda: "finishing the upload" in second.log_text(), "the recovery to start")
@@ -410,38 +357,23 @@ def test_sigterm_during_recovery_finishes_the_upload_in_hand_and_keeps_the_rest(
         wait_for(lambda: "recovering" not in status(third), "the recovery to finish")
     for name, data in sources.items():
         [item] = stored(clean_emulator, case.plain_issue, name)
-        assert item["sha256"] == sha256(data)
+        assert item["sha256"] == sha256_of(data)
 
 
 def test_second_background_mount_of_a_profile_reports_the_first(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
     with mount_at(tmp_path / "a", case, clean_emulator) as first:
-        second = Mount(
-            tmp_path / "b",
-            url=clean_emulator.base_url,
-            token=clean_emulator.token,
-            tracker=case.tracker,
-            profile={**case.profile, "spool_dir": str(first.state)},
-            name=first.name,
-        )
+        second = mount_at(tmp_path / "b", case, clean_emulator, name=first.name, spool_dir=str(first.state))
         try:
-            refused = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "trackerfs",
-                    "mount",
-                    "--config",
-                    str(second.config),
-                    second.name,
-                    str(second.path),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
+            refused = trackerfs(
+                "mount",
+                "--config",
+                str(second.config),
+                second.name,
+                str(second.path),
                 env=second.env,
-                check=False,
+                timeout=30,
             )
         finally:
             force_unmount(second.path)

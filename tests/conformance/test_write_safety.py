@@ -4,48 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.cases import TrackerCase
+from tests.support.commands import mount_at
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
+from tests.support.store import deletes, sha256_of, stored, uploads
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def stored(emulator: EmulatorProcess, issue: str, name: str | None = None) -> list[dict]:
-    return [
-        a for a in emulator.attachments() if a["issue"] == issue and (name is None or a["filename"] == name)
-    ]
-
-
-def posts(emulator: EmulatorProcess) -> list[dict]:
-    return [r for r in emulator.requests() if r["method"] == "POST"]
-
-
-def deletes(emulator: EmulatorProcess) -> list[dict]:
-    return [r for r in emulator.requests() if r["method"] == "DELETE"]
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def spool_leftovers(mount: Mount) -> list[Path]:
@@ -61,6 +37,8 @@ def spool_leftovers(mount: Mount) -> list[Path]:
 def test_overwrite_of_an_attachment_the_account_may_not_delete_fails_before_uploading(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
+    if not case.permission_query:
+        pytest.skip("capability permission_query: the tracker does not say ahead what the account may do")
     clean_emulator.config(delete_attachments="none")
     mount = make_mount()
     directory = mount.path / case.project / case.rich_issue
@@ -85,7 +63,7 @@ def test_overwrite_of_an_attachment_the_account_may_not_delete_fails_before_uplo
     (directory / "readme.txt.tmp").write_bytes(b"safe save\n")
     with pytest.raises(PermissionError):
         os.rename(directory / "readme.txt.tmp", target)
-    assert posts(clean_emulator) == [] and deletes(clean_emulator) == []
+    assert uploads(clean_emulator, case) == [] and deletes(clean_emulator, case) == []
     [still] = stored(clean_emulator, case.rich_issue, "readme.txt")
     assert still["id"] == old["id"] and still["sha256"] == old["sha256"]
     assert target.read_bytes() == original
@@ -95,6 +73,8 @@ def test_overwrite_of_an_attachment_the_account_may_not_delete_fails_before_uplo
 def test_overwrite_of_an_own_attachment_works_when_only_own_ones_may_be_deleted(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
+    if not case.permission_query:
+        pytest.skip("capability permission_query: the tracker does not say ahead what the account may do")
     clean_emulator.config(delete_attachments="own")
     mount = make_mount()
     directory = mount.path / case.project / case.rich_issue
@@ -102,7 +82,7 @@ def test_overwrite_of_an_own_attachment_works_when_only_own_ones_may_be_deleted(
     mine.write_bytes(b"version one\n")
     mine.write_bytes(b"version two\n")
     [item] = stored(clean_emulator, case.rich_issue, "mine.txt")
-    assert item["sha256"] == digest(b"version two\n")
+    assert item["sha256"] == sha256_of(b"version two\n")
     with pytest.raises(PermissionError):
         (directory / "spec.pdf").open("wb")  # someone else's
     assert len(stored(clean_emulator, case.rich_issue, "spec.pdf")) == 1
@@ -116,7 +96,7 @@ def test_delete_refused_after_the_upload_leaves_the_name_on_the_new_bytes(
     [old] = stored(clean_emulator, case.rich_issue, "readme.txt")
     os.listdir(target.parent)
     # The permissions said yes; the tracker refuses the delete anyway.
-    clean_emulator.fault(method="DELETE", path="/attachment/", status=403, count=1)
+    clean_emulator.fault(**case.delete.rule(status=403, count=1))
     new = tmp_path / "readme.txt"
     new.write_bytes(b"the new version\n")
     subprocess.run(["cp", str(new), str(target)], check=True)
@@ -130,25 +110,29 @@ def test_delete_refused_after_the_upload_leaves_the_name_on_the_new_bytes(
 def test_create_is_refused_where_the_account_may_not_add_attachments(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
+    if not case.permission_query:
+        pytest.skip("capability permission_query: the tracker does not say ahead what the account may do")
     clean_emulator.config(create_attachments=False)
     mount = make_mount()
     directory = mount.path / case.project / case.plain_issue
     with pytest.raises(PermissionError):
         (directory / "new.txt").write_bytes(b"x")
     assert "new.txt" not in os.listdir(directory)
-    assert posts(clean_emulator) == []
+    assert uploads(clean_emulator, case) == []
     assert "may not add attachments" in mount.log_text()
 
 
 def test_create_is_refused_when_the_tracker_has_attachments_turned_off(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:
+    if not case.permission_query:
+        pytest.skip("capability permission_query: the tracker does not say ahead what the account may do")
     clean_emulator.config(attachments_enabled=False)
     mount = make_mount()
     directory = mount.path / case.project / case.plain_issue
     with pytest.raises(PermissionError):
         (directory / "new.txt").write_bytes(b"x")
-    assert posts(clean_emulator) == []
+    assert uploads(clean_emulator, case) == []
     assert "attachments are turned off" in mount.log_text()
 
 
@@ -239,14 +223,14 @@ def test_an_open_attachment_unlinked_is_deleted_at_the_last_close(
             os.stat(target)
         assert os.fstat(fd).st_nlink == 0
         assert os.pread(fd, len(expected) + 1, 0) == expected
-        assert deletes(clean_emulator) == []
+        assert deletes(clean_emulator, case) == []
         assert stored(clean_emulator, case.rich_issue, "spec.pdf")
     finally:
         os.close(fd)
     wait_for(
         lambda: stored(clean_emulator, case.rich_issue, "spec.pdf") == [], "the delete at the last close"
     )
-    [delete] = deletes(clean_emulator)
+    [delete] = deletes(clean_emulator, case)
     assert item["id"] in delete["path"]
     assert "is deleted when its last descriptor closes" in mount.log_text()
 
@@ -279,7 +263,7 @@ def test_writes_through_a_descriptor_of_an_unlinked_attachment_work_and_upload_n
     wait_for(
         lambda: stored(clean_emulator, case.rich_issue, "readme.txt") == [], "the delete at the last close"
     )
-    assert posts(clean_emulator) == []
+    assert uploads(clean_emulator, case) == []
     assert "readme.txt" not in os.listdir(directory)
 
 
@@ -290,7 +274,7 @@ def test_a_refused_delete_at_the_last_close_is_an_error_in_the_log(
     directory = mount.path / case.project / case.rich_issue
     fd = os.open(directory / "spec.pdf", os.O_RDONLY)
     os.unlink(directory / "spec.pdf")
-    clean_emulator.fault(method="DELETE", path="/attachment/", status=403, count=1)
+    clean_emulator.fault(**case.delete.rule(status=403, count=1))
     os.close(fd)
     wait_for(lambda: "was unlinked but the tracker kept it" in mount.log_text(), "the error line")
     assert "ERROR" in next(line for line in mount.log_text().splitlines() if "tracker kept it" in line)
@@ -307,19 +291,17 @@ def test_an_overwrite_that_starts_while_a_first_write_copies_uses_the_same_file(
     # The kernel serializes writes and truncates of one file, but not an O_TRUNC open:
     # one arriving while the first write still copies the attachment in must wait for
     # that copy and then truncate the same local file, not start a second one.
-    from tests.conformance.test_recovery import mount_at
-
     mount = mount_at(tmp_path / "w", case, clean_emulator).start()
     try:
         target = mount.path / case.project / case.rich_issue / case.big_file
         os.listdir(target.parent)
         clean_emulator.clear_requests()
-        clean_emulator.fault(method="GET", path=case.content_path, action="delay", delay=1.0, count=1)
+        clean_emulator.fault(**case.content.rule(action="delay", delay=1.0, count=1))
         first = os.open(target, os.O_RDWR)
         writer = threading.Thread(target=os.pwrite, args=(first, b"FIRST", 0))
         writer.start()
         wait_for(
-            lambda: any(case.content_path in r["path"] for r in clean_emulator.requests()),
+            lambda: any(case.content.matches(r) for r in clean_emulator.requests()),
             "the first write to start copying the attachment",
         )
         second = os.open(target, os.O_WRONLY | os.O_TRUNC)
@@ -328,7 +310,7 @@ def test_an_overwrite_that_starts_while_a_first_write_copies_uses_the_same_file(
         os.close(second)
         os.close(first)
         [item] = stored(clean_emulator, case.rich_issue, case.big_file)
-        assert item["sha256"] == digest(b"SECOND")
+        assert item["sha256"] == sha256_of(b"SECOND")
         assert target.read_bytes() == b"SECOND"
         assert mount.unmount() == 0
         assert spool_leftovers(mount) == []
@@ -345,7 +327,7 @@ def test_failed_upload_of_a_rename_onto_attachments_leaves_them_on_the_tracker(
     mount = make_mount()
     directory = mount.path / case.project / case.rich_issue
     before = {a["filename"]: a["id"] for a in stored(clean_emulator, case.rich_issue)}
-    clean_emulator.fault(method="POST", path="/attachments$", status=500, count=-1)
+    clean_emulator.fault(**case.upload.rule(status=500, count=-1))
     # Overwriting readme.txt fails at close: the local file stays, replacing readme.txt.
     with pytest.raises(OSError), (directory / "readme.txt").open("wb") as handle:
         handle.write(b"new readme")
@@ -359,6 +341,6 @@ def test_failed_upload_of_a_rename_onto_attachments_leaves_them_on_the_tracker(
         os.rename(directory / "spec.pdf.tmp", directory / "spec.pdf")
     after = {a["filename"]: a["id"] for a in stored(clean_emulator, case.rich_issue)}
     assert after == before
-    assert deletes(clean_emulator) == []
+    assert deletes(clean_emulator, case) == []
     kept = sorted(p.read_bytes() for p in spool_leftovers(mount))
     assert kept == [b"new readme", b"new spec"]

@@ -1,14 +1,19 @@
 """The trackers the conformance suite runs against, as parameters.
 
 A new backend joins the suite by adding a `TrackerCase` here: how to start its emulator,
-what its profile looks like, and which directories of its demo seed play which part.
+what its profile looks like, which directories of its demo seed play which part, what the
+tracker can do (capability flags) and which requests of the emulator's log are which
+(`Route`s). The tests speak only of these; none of them names a vendor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -19,6 +24,136 @@ from tests.support.emulator import EmulatorProcess
 AttachBehind = Callable[[EmulatorProcess, str, str, bytes], str]
 #: Assert that one upload request in the emulator's log is what the vendor requires.
 UploadCheck = Callable[[dict[str, Any]], None]
+#: The vendor's error body carrying `message` (for faults injected with a body of their own).
+ErrorBody = Callable[[str], Any]
+#: A client of the tracker's own API, signed in as the mount's user.
+ApiClient = Callable[[EmulatorProcess], httpx.Client]
+
+
+class VendorClient(Protocol):
+    """The vendor's own client library, reduced to what the interop tests ask of it."""
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach `data` as `name`; returns the new attachment's id."""
+
+    def read(self, issue: str, name: str) -> bytes:
+        """The bytes of the attachment called `name`."""
+
+
+#: Open the vendor's own client against an emulator (closed when the context ends).
+OpenVendorClient = Callable[[EmulatorProcess], AbstractContextManager[VendorClient]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One kind of request in the emulator's log: its method, origin and a path pattern.
+
+    `path` is a regular expression searched in the request path, the same way fault rules
+    match, so one `Route` both filters the log and aims a fault.
+    """
+
+    path: str
+    method: str | None = None
+    origin: str | None = "api"
+
+    def matches(self, entry: Mapping[str, Any]) -> bool:
+        """Whether a request log entry is one of these requests."""
+        return (
+            (self.method is None or entry["method"] == self.method)
+            and (self.origin is None or entry["origin"] == self.origin)
+            and re.search(self.path, entry["path"]) is not None
+        )
+
+    def rule(self, **fault: Any) -> dict[str, Any]:
+        """A fault rule aimed at these requests, with the rest of the rule from `fault`."""
+        return {"path": self.path, "method": self.method, "origin": self.origin, **fault}
+
+
+@dataclass(frozen=True)
+class TrackerCase:
+    """One tracker (or flavour) as the conformance suite sees it."""
+
+    id: str
+    tracker: str
+    profile: dict[str, Any]
+    attach_behind: AttachBehind
+    upload_check: UploadCheck
+    error_body: ErrorBody
+    api_client: ApiClient
+    # -- which requests are which (request log entries and fault targets) ---------------
+    #: an upload of a new attachment
+    upload: Route
+    #: the delete of an attachment
+    delete: Route
+    #: a content download on the tracker's own origin (the media origin counts as content too)
+    content: Route
+    #: one page of a project's issue listing
+    listing: Route
+    #: a lookup of one issue (absent from a `find` when the listing embeds attachments)
+    issue_lookup: Route
+    #: the request a mount asks first, to check the credentials (also searched in error lines)
+    account_check: Route
+    #: the content path of one attachment record of the store (for asking it directly)
+    content_path: Callable[[dict[str, Any]], str]
+    emulator_args: tuple[str, ...] = ()
+    #: one issue's attachment listing, where the issue listing does not embed them
+    attachment_listing: Route | None = None
+    # -- what the tracker can do --------------------------------------------------------
+    #: profile keys that make content come through a redirect to another origin (a media
+    #: host or object store that must never see the credentials); None: it never does
+    media_redirect: Mapping[str, Any] | None = None
+    #: content answers honour Range (else every fetch is the whole file)
+    honours_range: bool = True
+    #: the tracker may store an upload under another name than the one asked for
+    renames_uploads: bool = False
+    #: one issue may hold several attachments of one name
+    duplicate_names_allowed: bool = True
+    #: the issue listing carries the attachments (no request per issue)
+    embeds_attachments_in_listing: bool = True
+    #: the tracker says ahead whether the account may add or delete attachments, and
+    #: whether attachments are turned on at all
+    permission_query: bool = True
+    #: the tracker says its upload size limit ahead of an upload
+    announces_upload_limit: bool = True
+    #: issue directories are named by keys (`KEY-N`) that change when an issue moves,
+    #: the old key answering for the new one; else by ids that never change
+    issue_keys: bool = True
+    #: the profile key that caps how many issues a listing shows; None: no such cap
+    issue_cap_option: str | None = None
+    #: the path the tracker redirects a refused sign-in to; None: it never does
+    login_page: str | None = None
+    #: an issue's web page, `{issue}` standing for its directory name (its url xattr)
+    issue_page: str = "/{issue}"
+    #: the user a Basic Authorization header carries with the token; None: no Basic auth
+    basic_user: str | None = None
+    #: the vendor's own client library, where there is one the emulator speaks to
+    vendor_client: OpenVendorClient | None = None
+    # -- which directories of the demo seed play which part ----------------------------
+    project: str = "DEMO"
+    #: the issue with one attachment of each kind, including the big file
+    rich_issue: str = "DEMO-1"
+    #: the issue with duplicate names
+    duplicates_issue: str = "DEMO-2"
+    #: the issue with hostile names
+    hostile_issue: str = "DEMO-3"
+    #: an issue that exists but has no attachments in the demo seed
+    plain_issue: str = "DEMO-5"
+    #: a name that looks like an issue of `project` but does not exist
+    missing_issue: str = "DEMO-9999"
+    #: issue directories of `project` in the demo seed, in listing order
+    issues: tuple[str, ...] = field(default_factory=tuple)
+    big_file: str = "big.bin"
+    page_size: int = 5
+
+    def refreshes_listing(self, entry: Mapping[str, Any]) -> bool:
+        """Whether a request log entry is the mount asking again what a directory holds."""
+        routes = (self.listing, self.issue_lookup, self.attachment_listing)
+        return any(route is not None and route.matches(entry) for route in routes)
+
+
+# -- Jira (Cloud v3 and Data Center v2) --------------------------------------------------
+
+JIRA_SIGNED_IN = "tester@example.com"
 
 
 def jira_attach(api: str) -> AttachBehind:
@@ -44,65 +179,109 @@ def jira_upload_check(request: dict[str, Any]) -> None:
     assert [part["part"] for part in request["upload"]] == ["file"]
 
 
-@dataclass(frozen=True)
-class TrackerCase:
-    """One tracker (or flavour) as the conformance suite sees it."""
-
-    id: str
-    tracker: str
-    profile: dict[str, Any]
-    attach_behind: AttachBehind
-    upload_check: UploadCheck
-    emulator_args: tuple[str, ...] = ()
-    project: str = "DEMO"
-    #: the issue with one attachment of each kind, including the big file
-    rich_issue: str = "DEMO-1"
-    #: the issue with duplicate names
-    duplicates_issue: str = "DEMO-2"
-    #: the issue with hostile names
-    hostile_issue: str = "DEMO-3"
-    #: an issue that exists but has no attachments in the demo seed
-    plain_issue: str = "DEMO-5"
-    #: a name that looks like an issue key of `project` but does not exist
-    missing_issue: str = "DEMO-9999"
-    #: issue directories of `project` in the demo seed, in listing order
-    issues: tuple[str, ...] = field(default_factory=tuple)
-    big_file: str = "big.bin"
-    #: request paths that list a project's issues (one per page)
-    search_path: str = "/search"
-    #: request paths that fetch one issue (must not appear when a listing embeds attachments)
-    issue_path: str = "/issue/"
-    content_path: str = "/attachment/content/"
-    #: the request path a mount asks first, to check the credentials
-    account_path: str = "/myself"
-    page_size: int = 5
+def jira_error(message: str) -> dict[str, Any]:
+    """Jira's error body."""
+    return {"errorMessages": [message], "errors": {}}
 
 
-DEMO_ISSUES = tuple(f"DEMO-{n}" for n in range(1, 13))
+def jira_api_client(emulator: EmulatorProcess) -> httpx.Client:
+    """Jira's REST API as the signed-in user (Basic, which both flavours accept here)."""
+    return httpx.Client(base_url=emulator.base_url, auth=(JIRA_SIGNED_IN, emulator.token))
+
+
+class JiraVendorClient:
+    """The official `jira` package, as `VendorClient`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach through the client."""
+        return str(self.client.add_attachment(issue, io.BytesIO(data), filename=name).id)
+
+    def read(self, issue: str, name: str) -> bytes:
+        """Download through the client."""
+        found = self.client.issue(issue, fields="attachment").fields.attachment
+        [attachment] = [a for a in found if a.filename == name]
+        data: bytes = attachment.get()
+        return data
+
+
+def jira_vendor_client(version: str) -> OpenVendorClient:
+    """The official `jira` client speaking REST `version` to an emulator."""
+
+    @contextmanager
+    def open_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+        from jira import JIRA  # only the interop tests need the package
+
+        client = JIRA(
+            server=emulator.base_url,
+            basic_auth=(JIRA_SIGNED_IN, emulator.token),
+            options={"rest_api_version": version, "check_update": False},
+            max_retries=0,
+        )
+        try:
+            yield JiraVendorClient(client)
+        finally:
+            client.close()
+
+    return open_client
+
+
+def jira_case(
+    case_id: str,
+    flavour: str,
+    api: str,
+    *,
+    content: str,
+    content_path: Callable[[dict[str, Any]], str],
+    listing: str,
+    **more: Any,
+) -> TrackerCase:
+    """A Jira flavour serving REST `api` (/rest/api/3 or /rest/api/2)."""
+    return TrackerCase(
+        id=case_id,
+        tracker="jira",
+        attach_behind=jira_attach(api),
+        upload_check=jira_upload_check,
+        error_body=jira_error,
+        api_client=jira_api_client,
+        emulator_args=("--tracker", "jira", "--flavour", flavour),
+        upload=Route(rf"^{api}/issue/[^/]+/attachments$", "POST"),
+        delete=Route(rf"^{api}/attachment/[^/]+$", "DELETE"),
+        content=Route(f"^{content}", "GET"),
+        listing=Route(f"^{listing}"),
+        issue_lookup=Route(rf"^{api}/issue/[^/]+$", "GET"),
+        account_check=Route(f"{api}/myself", "GET"),
+        content_path=content_path,
+        issue_cap_option="max_issues",
+        login_page="/login.jsp",
+        issue_page="/browse/{issue}",
+        vendor_client=jira_vendor_client(api.rsplit("/", 1)[-1]),
+        issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
+        **more,
+    )
+
 
 CASES = [
-    TrackerCase(
-        id="jira-cloud",
-        tracker="jira",
-        profile={"user": "tester@example.com", "flavour": "cloud", "auth": "basic"},
-        attach_behind=jira_attach("/rest/api/3"),
-        upload_check=jira_upload_check,
-        emulator_args=("--tracker", "jira", "--flavour", "cloud"),
-        issues=DEMO_ISSUES,
-        search_path="/rest/api/3/search/jql",
-        issue_path="/rest/api/3/issue/",
-        content_path="/rest/api/3/attachment/content/",
+    jira_case(
+        "jira-cloud",
+        "cloud",
+        "/rest/api/3",
+        content="/rest/api/3/attachment/content/",
+        content_path=lambda item: f"/rest/api/3/attachment/content/{item['id']}",
+        listing="/rest/api/3/search/jql",
+        profile={"user": JIRA_SIGNED_IN, "flavour": "cloud", "auth": "basic"},
+        basic_user=JIRA_SIGNED_IN,
+        media_redirect={"download": "redirect"},
     ),
-    TrackerCase(
-        id="jira-datacenter",
-        tracker="jira",
+    jira_case(
+        "jira-datacenter",
+        "datacenter",
+        "/rest/api/2",
+        content="/secure/attachment/",
+        content_path=lambda item: f"/secure/attachment/{item['id']}/{item['filename']}",
+        listing="/rest/api/2/search",
         profile={"flavour": "datacenter", "auth": "bearer"},
-        attach_behind=jira_attach("/rest/api/2"),
-        upload_check=jira_upload_check,
-        emulator_args=("--tracker", "jira", "--flavour", "datacenter"),
-        issues=DEMO_ISSUES,
-        search_path="/rest/api/2/search",
-        issue_path="/rest/api/2/issue/",
-        content_path="/secure/attachment/",
     ),
 ]
