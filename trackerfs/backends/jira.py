@@ -178,8 +178,12 @@ class JiraTracker(Tracker):
         return issue
 
     def issue_reference(self, project: Project, name: str) -> str | None:
-        """`PROJ-12` in PROJ's directory: Jira's issue key (anything else costs no request)."""
-        return name if re.fullmatch(rf"{re.escape(project.key)}-[1-9][0-9]*", name) else None
+        """`PROJ-12` in PROJ's directory, or an issue id (`10042`): what `issue/{ref}` takes.
+
+        Anything else (a desktop probe) costs no request.
+        """
+        key = re.fullmatch(rf"{re.escape(project.key)}-[1-9][0-9]*", name)
+        return name if key or re.fullmatch(r"[1-9][0-9]*", name) else None
 
     def open_range(
         self, attachment: Attachment, start: int, stop: int
