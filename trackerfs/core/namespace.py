@@ -424,10 +424,10 @@ class Namespace:
     async def _fetch_projects(self) -> dict[str, Project]:
         self._listings += 1
         projects = await self._tracker.list_projects()
-        mapping = label_names((p.display, 0.0, project_key(p), p) for p in projects)
-        self._projects["all"] = dict(sorted(mapping.items()))
+        mapping = dict(sorted(label_names((p.display, 0.0, project_key(p), p) for p in projects).items()))
+        self._projects["all"] = mapping
         self._forget_misses(ROOT_INODE, mapping)
-        return self._projects["all"]
+        return mapping
 
     async def _issue_map(self, project: Project) -> dict[str, Issue]:
         cached = self._issues.get(project_key(project))
@@ -671,7 +671,6 @@ class Namespace:
         if node.name != asked:
             self._aliases.setdefault(node.parent, {})[asked] = attachment.id
             log.info("the tracker named %r %r; %r keeps working too", asked, node.name, asked)
-        self.settle(node)
 
     def deleted(self, directory: Node, attachment_id: str) -> None:
         """An attachment of `directory` was deleted: drop it from the cached listing."""
