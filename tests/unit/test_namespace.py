@@ -342,7 +342,13 @@ async def test_an_issue_in_two_projects_has_a_node_in_each(
 async def test_a_zero_metadata_ttl_still_answers_every_lookup() -> None:
     tracker = MemoryTracker()
     tracker.add("P-1", ("1", "a.txt", b"one"))
-    namespace = Namespace(tracker, CacheSettings(metadata_ttl=0, negative_ttl=0), clock=Clock())
+    clock = Clock()
+
+    def ticking() -> float:
+        clock.now += 0.001  # time passes between any two questions, as on a real clock
+        return clock.now
+
+    namespace = Namespace(tracker, CacheSettings(metadata_ttl=0, negative_ttl=0), clock=ticking)
     project = await namespace.lookup(ROOT_INODE, "P")
     issue = await namespace.lookup(project.inode, "P-1")
     assert [node.name for node in await namespace.list_dir(issue.inode)] == ["a.txt"]
