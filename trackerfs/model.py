@@ -11,12 +11,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Project:
-    """A project (Jira project, Asana project, Yandex queue, …): a top-level directory."""
+    """A project (Jira project, Asana project, Yandex queue, …): a top-level directory.
+
+    `id` is the vendor's stable id (what the mount keys the directory by); `key` the
+    vendor's short reference where it has one; `label` the directory's name before
+    sanitising and de-duplication ("": the key).
+    """
 
     key: str
     name: str
     id: str
     web_url: str = ""
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        """What the directory is called (before sanitising): the label, else the key."""
+        return self.label or self.key
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +56,9 @@ class Issue:
     """An issue (Jira issue, Asana task, …): a directory of attachments.
 
     `attachments` is None when the listing that produced the issue did not embed them
-    (the core then asks the backend for them separately).
+    (the core then asks the backend for them separately). `id` is the vendor's stable id
+    (a moved Jira issue changes its key, not its id); `label` the directory's name before
+    sanitising and de-duplication ("": the key).
     """
 
     key: str
@@ -56,6 +69,12 @@ class Issue:
     updated: float = 0.0
     web_url: str = ""
     attachments: tuple[Attachment, ...] | None = None
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        """What the directory is called (before sanitising): the label, else the key."""
+        return self.label or self.key
 
 
 @dataclass(frozen=True, slots=True)

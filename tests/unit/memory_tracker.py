@@ -58,6 +58,11 @@ class MemoryTracker(Tracker):
             raise NotFoundError(key)
         return self.issues[key]
 
+    def issue_reference(self, project: Project, name: str) -> str | None:
+        """`P-12`: a key of this tracker's one project (as Jira's keys read)."""
+        prefix, _, number = name.partition("-")
+        return name if prefix == project.key and number.isdigit() else None
+
     def honours_range(self, attachment: Attachment) -> bool:
         return self.range_support
 

@@ -15,7 +15,7 @@ from trackerfs.core.names import (
     assign_names,
     creation_order,
     dated_names,
-    numbered,
+    label_names,
     sanitize,
     truncate,
 )
@@ -66,12 +66,55 @@ def test_multibyte_names_are_cut_on_a_character_boundary() -> None:
     assert name.endswith(".txt") and set(name[:-4]) == {"é"}
 
 
-def test_numbered_names_fit_too() -> None:
+def test_equal_labels_go_plain_to_the_earliest_and_tagged_with_their_id_to_the_rest() -> None:
+    named = label_names(
+        [
+            ("Design", 30.0, "12", "later"),
+            ("Design", 10.0, "40", "earliest"),
+            ("Design", 30.0, "9", "tie, lower id"),
+            ("a/b", 0.0, "7", "slash"),
+            ("..", 0.0, "8", "dots"),
+        ]
+    )
+    assert named == {
+        "Design": "earliest",
+        "Design (9)": "tie, lower id",
+        "Design (12)": "later",
+        "a_b": "slash",
+        "__": "dots",
+    }
+
+
+def test_a_real_label_that_reads_like_a_tagged_one_keeps_it() -> None:
+    named = label_names([("X", 1.0, "5", "first"), ("X", 2.0, "6", "second"), ("X (6)", 3.0, "7", "real")])
+    assert named == {"X": "first", "X (6)": "real", "X (6 2)": "second"}
+
+
+def test_tagged_labels_fit_and_keep_an_untrusted_id_safe() -> None:
     long = "x" * 251 + ".txt"
-    assert len(numbered(long, 12).encode()) <= MAX_NAME_BYTES
-    assert numbered(long, 12).endswith(" (12).txt")
-    assert numbered("notes", 2) == "notes (2)"
-    assert numbered(".env", 3) == ".env (3)"
+    named = label_names([(long, 1.0, "1", "a"), (long, 2.0, "a/\n" * 40, "b")])
+    assert all(0 < len(name.encode()) <= MAX_NAME_BYTES and "/" not in name for name in named)
+    assert sorted(named.values()) == ["a", "b"]
+
+
+labels = st.lists(
+    st.tuples(st.sampled_from(["Ops", "ops", "Ops (3)", "a/b", "", ".", "Q"]), st.integers(0, 3)),
+    max_size=12,
+)
+
+
+@given(labels, st.sampled_from(["Ops", "Q", "new"]), st.randoms(use_true_random=False))
+@settings(max_examples=300, deadline=None)
+def test_labels_are_unique_deterministic_and_a_new_item_renames_no_other(
+    batch: list[tuple[str, int]], label: str, random: Random
+) -> None:
+    items = [(text, float(when), str(n + 1), str(n + 1)) for n, (text, when) in enumerate(batch)]
+    first = label_names(items)
+    assert sorted(first.values()) == sorted(item[3] for item in items)
+    assert label_names(random.sample(items, len(items))) == first
+    assume(label not in first)  # a real label never takes a name another item holds
+    later = label_names([*items, (label, 10.0, "99", "99")])
+    assert {name: ident for name, ident in later.items() if ident != "99"} == first
 
 
 def test_dated_names_fit_keep_the_extension_and_carry_the_id_when_shortened() -> None:

@@ -12,7 +12,7 @@ import trio
 from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.backends.base import UploadSource
 from trackerfs.config import CacheSettings
-from trackerfs.core.namespace import ROOT_INODE, Namespace, Node
+from trackerfs.core.namespace import ROOT_INODE, AttachmentEntry, LocalEntry, Namespace, Node
 from trackerfs.core.spool import Spool
 from trackerfs.core.writer import Writer
 from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TrackerError
@@ -79,8 +79,8 @@ async def issue_dir(writer: Writer) -> Node:
 
 async def write_and_close(writer: Writer, name: str, data: bytes) -> Node:
     node = await writer.create(await issue_dir(writer), name)
-    assert node.local is not None
-    writer.write(node.local, 0, data)
+    assert isinstance(node.entry, LocalEntry)
+    writer.write(node.entry.local, 0, data)
     await writer.flush(node)
     return node
 
@@ -92,7 +92,7 @@ async def test_an_upload_whose_answer_was_lost_but_that_landed_is_not_sent_again
     node = await write_and_close(writer, "new.txt", b"new bytes")
     assert tracker.uploads() == 1
     [landed] = [a for a in tracker.issues["P-1"].attachments or () if a.filename == "new.txt"]
-    assert node.attachment == landed
+    assert isinstance(node.entry, AttachmentEntry) and node.entry.attachment == landed
 
 
 async def test_an_upload_that_surely_did_not_land_is_sent_once_more(
@@ -101,7 +101,7 @@ async def test_an_upload_that_surely_did_not_land_is_sent_once_more(
     tracker.upload_plan = [(False, True), (True, False)]
     node = await write_and_close(writer, "new.txt", b"new bytes")
     assert tracker.uploads() == 2
-    assert node.attachment is not None and tracker.blobs[node.attachment.id] == b"new bytes"
+    assert isinstance(node.entry, AttachmentEntry) and tracker.blobs[node.entry.attachment.id] == b"new bytes"
 
 
 async def test_a_second_lost_answer_without_a_landing_is_eio_and_the_bytes_stay(
@@ -123,7 +123,7 @@ async def test_an_overwrite_the_account_may_not_delete_is_refused_before_any_upl
     node = await writer.namespace.lookup(directory.inode, "old.txt")
     with pytest.raises(PermissionDeniedError):
         await writer.begin_overwrite(node, truncate=True)
-    assert tracker.uploads() == 0 and node.attachment is not None
+    assert tracker.uploads() == 0 and isinstance(node.entry, AttachmentEntry)
 
 
 async def test_the_permission_answer_is_asked_once_for_a_burst_of_creates(

@@ -7,7 +7,6 @@ inodes, file handles or errno values.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -46,16 +45,30 @@ class Tracker(ABC):
 
     @abstractmethod
     async def get_issue(self, project: Project, key: str) -> Issue:
-        """One issue of `project` by its key, with attachments; NotFoundError otherwise."""
+        """One issue of `project` by its key (or a reference from `issue_reference`), with
+        attachments; NotFoundError otherwise."""
 
     async def list_attachments(self, issue: Issue) -> list[Attachment]:
         """The attachments of an issue (default: re-read the issue)."""
         fresh = await self.get_issue(Project(issue.project_key, "", ""), issue.key)
         return list(fresh.attachments or ())
 
-    def is_issue_key(self, project: Project, name: str) -> bool:
-        """Whether `name` could name an issue of `project` (saves requests for probes)."""
-        return re.fullmatch(rf"{re.escape(project.key)}-[1-9][0-9]*", name) is not None
+    def issue_reference(self, project: Project, name: str) -> str | None:
+        """What to pass `get_issue` for a name of `project`'s directory no listing shows.
+
+        None when `name` cannot name an issue (a desktop probe such as `.directory`): it
+        then costs no request. The default knows no reference format: only listed issues
+        are found.
+        """
+        return None
+
+    def project_reference(self, name: str) -> str | None:
+        """The project key or id a root name no listing shows may stand for (None: none).
+
+        The core matches it against every listed project's key and id, so a project is
+        also reachable under the vendor's own id or key when its label is different.
+        """
+        return name
 
     @abstractmethod
     def open_range(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -176,6 +177,14 @@ class JiraTracker(Tracker):
             raise NotFoundError(f"{key} belongs to another project ({issue.key})")
         return issue
 
+    def issue_reference(self, project: Project, name: str) -> str | None:
+        """`PROJ-12` in PROJ's directory, or an issue id (`10042`): what `issue/{ref}` takes.
+
+        Anything else (a desktop probe) costs no request.
+        """
+        key = re.fullmatch(rf"{re.escape(project.key)}-[1-9][0-9]*", name)
+        return name if key or re.fullmatch(r"[1-9][0-9]*", name) else None
+
     def open_range(
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
@@ -241,6 +250,7 @@ class JiraTracker(Tracker):
             name=str(item.get("name", key)),
             id=str(item.get("id", "")),
             web_url=f"{self.site}/browse/{quote(key)}",
+            label=key,
         )
 
     def _issue(self, item: dict[str, Any], project_key: str) -> Issue:
@@ -260,6 +270,7 @@ class JiraTracker(Tracker):
             updated=parse_time(fields.get("updated")),
             web_url=f"{self.site}/browse/{quote(key)}",
             attachments=attachments,
+            label=key,
         )
 
     def _attachments(self, raw: Iterable[Any], issue_key: str) -> Iterable[Attachment]:

@@ -14,6 +14,10 @@ name, except that a later version of the same minute, which had to take a longer
 takes the shorter one it freed. The one thing that takes a dated name from its holder is
 an attachment really called that (real names win; through the mount that is an
 overwrite of the dated file, whose holder is then deleted).
+
+Projects and issues are named by the label their backend gives them (`label_names`):
+the EARLIEST of equal labels holds the plain label and every later one `label (ID)`, so
+a new project or issue never renames one that was there before.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from trackerfs.model import Attachment
 
@@ -31,6 +36,7 @@ MAX_EXTENSION_BYTES = 32
 #: Ids longer than this are not shown in a name (no supported tracker has such ids).
 MAX_ID_BYTES = 64
 REPLACEMENT = "_"
+T = TypeVar("T")
 
 
 def sanitize(name: str) -> str:
@@ -84,20 +90,46 @@ def tagged(name: str, tag: str) -> str:
     return _cut(stem, room) + tag + ext
 
 
-def numbered(name: str, number: int) -> str:
-    """`a.png` → `a (2).png` (for project and issue keys that collide once sanitised)."""
-    return tagged(name, f" ({number})")
-
-
 def _cut(text: str, room: int) -> str:
     return text.encode()[: max(room, 0)].decode("utf-8", errors="ignore")
 
 
 def creation_order(attachment: Attachment) -> tuple[float, int, str, str]:
     """Oldest first; ties broken by numeric id, then id text (then name, for repeated ids)."""
-    ident = attachment.id
+    return (attachment.created, *id_order(attachment.id), attachment.filename)
+
+
+def id_order(ident: str) -> tuple[int, str]:
+    """Numeric ids by number (`9` before `10`), any other id after them by its text."""
     number = int(ident) if ident.isascii() and ident.isdigit() else -1
-    return (attachment.created, number, ident, attachment.filename)
+    return (number, ident)
+
+
+def label_names(items: Iterable[tuple[str, float, str, T]]) -> dict[str, T]:
+    """Map `(label, created, id, item)` to unique safe names; the earliest of equal labels gets it plain.
+
+    The others, oldest first (ties by id), get `label (ID)`; where a real label already
+    reads like that, the numbered `label (ID 2)`, … Plain labels are settled first, so a
+    real label is never displaced by a generated one, and an item created later never
+    changes an earlier one's name.
+    """
+    groups: dict[str, list[tuple[str, T]]] = {}
+    for label, _, ident, item in sorted(items, key=lambda entry: (entry[1], *id_order(entry[2]))):
+        groups.setdefault(sanitize(label), []).append((ident, item))
+    result = {name: members[0][1] for name, members in groups.items()}
+    for name, members in groups.items():
+        for ident, item in members[1:]:
+            final = next(candidate for candidate in _labelled(name, ident) if candidate not in result)
+            result[final] = item
+    return result
+
+
+def _labelled(name: str, ident: str) -> Iterator[str]:
+    """`name (ID)`, then `name (ID 2)`, `name (ID 3)`, …"""
+    safe = _safe_characters(ident)[:MAX_ID_BYTES] or REPLACEMENT
+    yield tagged(name, f" ({safe})")
+    for number in itertools.count(2):
+        yield tagged(name, f" ({safe} {number})")
 
 
 def dated_names(name: str, attachment: Attachment) -> Iterator[str]:

@@ -1,15 +1,26 @@
 """The directory tree: inodes, names, lookup counts and the metadata cache.
 
-    /                      Kind.ROOT        the mount point
-    PROJ/                  Kind.PROJECT     one per project the account sees
-    PROJ/PROJ-1/           Kind.ISSUE       one per issue listed (or looked up by key)
-    PROJ/PROJ-1/a.png      Kind.ATTACHMENT  one per attachment
+    /                      RootEntry        the mount point
+    PROJ/                  ProjectEntry     one per project the account sees
+    PROJ/PROJ-1/           IssueEntry       one per issue listed (or looked up by reference)
+    PROJ/PROJ-1/a.png      AttachmentEntry  one per attachment
+    PROJ/PROJ-1/new.txt    LocalEntry       a file written through the mount, not yet (or
+                                            never to be) an attachment
 
-Inode numbers are keyed by what they name (a project key, an issue key, an attachment
-id) and never reused while the filesystem is mounted. Listings are cached in TTL caches;
-a project listing that embeds attachments fills the attachment listings of all its
-issues at once. A name looked up and not found is remembered in a negative cache, so
-desktop probes (`.directory`, `Thumbs.db`, …) cost no request while listings are fresh.
+A node is one inode; what it names is its `entry`, one record per kind carrying exactly
+what that kind has. Directories are named by the labels their backend gives projects and
+issues (`names.label_names`); a name no listing shows is handed to the backend
+(`Tracker.issue_reference`, `Tracker.project_reference`), never parsed here.
+
+Inode numbers are keyed by the vendor ids of what they name (project id; project and issue
+id; project, issue and attachment id: an issue may sit in several projects, and a moved
+issue keeps its id) and never reused while the filesystem is mounted. A node the kernel has
+forgotten and no handle uses is freed; only its key → inode number pair stays, so that a
+later lookup gets the same number. Listings are cached in TTL caches; a project listing
+that embeds attachments fills the attachment listings of all its issues at once, and one
+that does not keeps those of issues whose `updated` time did not change. A name looked up
+and not found is remembered in a negative cache, so desktop probes (`.directory`,
+`Thumbs.db`, …) cost no request while listings are fresh.
 """
 
 from __future__ import annotations
@@ -19,16 +30,15 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TypeVar
+from typing import ClassVar
 
 import trio
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from trackerfs.backends.base import Tracker
 from trackerfs.config import CacheSettings
 from trackerfs.core.cache import SingleFlight
-from trackerfs.core.names import assign_names, numbered, sanitize
+from trackerfs.core.names import assign_names, label_names, sanitize
 from trackerfs.core.spool import LocalFile
 from trackerfs.errors import NotFoundError, TrackerError
 from trackerfs.model import Attachment, Issue, Permissions, Project
@@ -39,7 +49,8 @@ ROOT_INODE = 1
 #: How long the tracker's answer about what the account may do on an issue is trusted
 #: (at most the metadata TTL): one question per issue for a burst of writes.
 PERMISSIONS_TTL = 30.0
-T = TypeVar("T")
+#: Attachment listings kept past their TTL, for issues a refreshed listing shows unchanged.
+KEPT_LISTINGS = 65536
 
 
 class Kind(enum.Enum):
@@ -52,22 +63,72 @@ class Kind(enum.Enum):
     LOCAL = "local"
 
 
+@dataclass(frozen=True, slots=True)
+class RootEntry:
+    """The mount point."""
+
+    kind: ClassVar[Kind] = Kind.ROOT
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectEntry:
+    """A project directory."""
+
+    project: Project
+    kind: ClassVar[Kind] = Kind.PROJECT
+
+
+@dataclass(frozen=True, slots=True)
+class IssueEntry:
+    """An issue directory, in the project it was listed in."""
+
+    project: Project
+    issue: Issue
+    kind: ClassVar[Kind] = Kind.ISSUE
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentEntry:
+    """An attachment of an issue: immutable bytes on the tracker."""
+
+    project: Project
+    issue: Issue
+    attachment: Attachment
+    kind: ClassVar[Kind] = Kind.ATTACHMENT
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEntry:
+    """A file in an issue directory whose bytes are in the spool."""
+
+    project: Project
+    issue: Issue
+    local: LocalFile
+    kind: ClassVar[Kind] = Kind.LOCAL
+
+
+Entry = RootEntry | ProjectEntry | IssueEntry | AttachmentEntry | LocalEntry
+#: The entries of nodes inside an issue directory.
+FileEntry = AttachmentEntry | LocalEntry
+
+
 @dataclass(slots=True, eq=False)
 class Node:
-    """One inode: what it names, where it sits, and how many lookups the kernel holds."""
+    """One inode: what it names (`entry`), where it sits, and who still refers to it."""
 
     inode: int
-    kind: Kind
     parent: int
     name: str
-    project: Project | None = None
-    issue: Issue | None = None
-    attachment: Attachment | None = None
-    local: LocalFile | None = None
-    lookups: int = 0
+    entry: Entry
     key: tuple[str, ...] = ()
+    #: references the kernel holds (lookup, create, readdirplus entry)
+    lookups: int = 0
     #: open file handles of this node (kept by the FUSE layer)
     opens: int = 0
+    #: open directory handles listing this node (`pin`/`unpin`)
+    pins: int = 0
+    #: child nodes in the node table: a directory is not freed before its children
+    children: int = 0
     #: an attachment unlinked while open: its name is gone, it is deleted at the last close
     delete_at_close: Attachment | None = None
     #: attachments to delete once this file is uploaded, besides the one it `replaces`
@@ -77,24 +138,48 @@ class Node:
     change_lock: trio.Lock | None = None
 
     @property
+    def kind(self) -> Kind:
+        """What the node is (its entry's kind)."""
+        return self.entry.kind
+
+    @property
     def is_dir(self) -> bool:
         """Whether the node is a directory."""
-        return self.kind not in (Kind.ATTACHMENT, Kind.LOCAL)
+        return not isinstance(self.entry, AttachmentEntry | LocalEntry)
 
     @property
     def unlinked(self) -> bool:
         """Whether the node lost its name while open (its descriptors still work)."""
-        return self.delete_at_close is not None or (self.local is not None and self.local.unlinked)
+        entry = self.entry
+        return self.delete_at_close is not None or (isinstance(entry, LocalEntry) and entry.local.unlinked)
+
+
+def local_of(node: Node) -> LocalFile | None:
+    """The local file a node is now; None once it names an attachment (an upload finished)."""
+    return node.entry.local if isinstance(node.entry, LocalEntry) else None
 
 
 @dataclass(slots=True)
 class NamespaceStatistics:
     """Counters of what the namespace has served."""
 
+    #: nodes in the node table now (the root included)
     nodes: int
     lookups: int
     negative_hits: int
     listings_fetched: int
+    #: inode numbers handed out since the mount (freed nodes keep theirs)
+    inodes: int
+
+
+def project_key(project: Project) -> str:
+    """What identifies a project in the namespace: its vendor id (its key if it has none)."""
+    return project.id or project.key
+
+
+def issue_key(project: Project, issue: Issue) -> tuple[str, str]:
+    """What identifies an issue directory: its project's and its own vendor id."""
+    return (project_key(project), issue.id or issue.key)
 
 
 class Namespace:
@@ -113,6 +198,9 @@ class Namespace:
         self._projects: TTLCache[str, dict[str, Project]] = TTLCache(1, ttl, timer=clock)
         self._issues: TTLCache[str, dict[str, Issue]] = TTLCache(4096, ttl, timer=clock)
         self._files: TTLCache[tuple[str, str], dict[str, Attachment]] = TTLCache(65536, ttl, timer=clock)
+        #: attachment listings fetched on their own, with the `updated` time of the issue
+        #: record they were fetched for: reused while a refreshed listing shows that time
+        self._kept: LRUCache[tuple[str, str], tuple[float, list[Attachment]]] = LRUCache(KEPT_LISTINGS)
         self._direct: TTLCache[tuple[str, str], Issue] = TTLCache(4096, ttl, timer=clock)
         self._negative: TTLCache[tuple[int, str], bool] = TTLCache(
             100_000, settings.negative_ttl, timer=clock
@@ -128,15 +216,23 @@ class Namespace:
         #: attachments unlinked while open: gone from listings and lookups until deleted
         self._hidden: set[str] = set()
         self._locals: dict[int, dict[str, Node]] = {}
+        #: per issue directory: names users gave uploads the tracker renamed → attachment id
+        self._aliases: dict[int, dict[str, str]] = {}
         # Counts uploads and deletes made through the mount: a listing that was asked for
         # before one of them may not show it, and must not replace a newer cached one.
         self._changes = 0
-        self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, Kind.ROOT, ROOT_INODE, "")}
+        self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, ROOT_INODE, "", RootEntry())}
+        #: every key ever given an inode: numbers stay stable while nodes come and go
         self._inodes: dict[tuple[str, ...], int] = {}
         self._next_inode = ROOT_INODE + 1
         self._lookups = 0
         self._negative_hits = 0
         self._listings = 0
+
+    @property
+    def tracker_name(self) -> str:
+        """The configured name of the tracker the tree shows (`jira`, …)."""
+        return self._tracker.name
 
     # -- nodes and lookup counts ------------------------------------------------------
 
@@ -158,12 +254,52 @@ class Namespace:
         if node is None or inode == ROOT_INODE:
             return
         node.lookups = max(0, node.lookups - count)
-        if node.lookups == 0 and node.kind is Kind.LOCAL and node.local is not None and node.local.unlinked:
-            self._drop(node)
+        self.settle(node)
+
+    def pin(self, nodes: Iterable[Node]) -> None:
+        """A directory handle lists these nodes: keep them until `unpin`."""
+        for node in nodes:
+            node.pins += 1
+
+    def unpin(self, nodes: Iterable[Node]) -> None:
+        """A directory handle closed: its nodes may be freed."""
+        for node in nodes:
+            node.pins = max(0, node.pins - 1)
+            self.settle(node)
+
+    def settle(self, node: Node) -> None:
+        """Free `node` if nothing refers to it any more (its inode number stays reserved).
+
+        Kept: the root; a node the kernel still knows, open in a handle or listed in a
+        directory handle; a directory with child nodes; an attachment waiting to be
+        deleted at its last close; a local file still in its directory (its bytes and
+        state live there). A local file unlinked goes with its inode number too: its key
+        (its spool file) never comes back.
+        """
+        if node.inode == ROOT_INODE or node.lookups or node.opens or node.pins or node.children:
+            return
+        entry = node.entry
+        if node.delete_at_close is not None or (isinstance(entry, LocalEntry) and not entry.local.unlinked):
+            return
+        if self._nodes.get(node.inode) is not node:
+            return
+        del self._nodes[node.inode]
+        if isinstance(entry, LocalEntry) and self._inodes.get(node.key) == node.inode:
+            del self._inodes[node.key]
+        parent = self._nodes.get(node.parent)
+        if parent is not None and parent is not node:
+            parent.children = max(0, parent.children - 1)
+            self.settle(parent)
 
     def statistics(self) -> NamespaceStatistics:
         """Counters since the mount."""
-        return NamespaceStatistics(len(self._nodes), self._lookups, self._negative_hits, self._listings)
+        return NamespaceStatistics(
+            len(self._nodes),
+            self._lookups,
+            self._negative_hits,
+            self._listings,
+            self._next_inode - ROOT_INODE,
+        )
 
     # -- lookups and listings ---------------------------------------------------------
 
@@ -194,18 +330,18 @@ class Namespace:
     async def list_dir(self, inode: int) -> list[Node]:
         """The children of a directory, in a stable order."""
         directory = self.node(inode)
-        if directory.kind is Kind.ROOT:
+        entry = directory.entry
+        if isinstance(entry, RootEntry):
             projects = await self._project_map()
             return [self._project_node(name, project) for name, project in projects.items()]
-        if directory.kind is Kind.PROJECT:
-            assert directory.project is not None
-            issues = await self._issue_map(directory.project)
-            return [self._issue_node(directory, name, issue) for name, issue in issues.items()]
-        if directory.kind is Kind.ISSUE:
-            files = await self._file_map(directory)
+        if isinstance(entry, ProjectEntry):
+            issues = await self._issue_map(entry.project)
+            return [self._issue_node(directory, entry, name, issue) for name, issue in issues.items()]
+        if isinstance(entry, IssueEntry):
+            files = await self._file_map(entry)
             local = self._locals.get(directory.inode, {})
             listed = [
-                self._attachment_node(directory, name, item)
+                self._attachment_node(directory, entry, name, item)
                 for name, item in files.items()
                 if name not in local and item.id not in self._hidden
             ]
@@ -213,45 +349,71 @@ class Namespace:
         raise NotFoundError(f"{directory.name} is not a directory")
 
     async def _find(self, directory: Node, name: str) -> Node:
-        if directory.kind is Kind.ROOT:
-            project = (await self._project_map()).get(name)
-            if project is None:
-                raise NotFoundError(name)
-            return self._project_node(name, project)
-        if directory.kind is Kind.PROJECT:
-            return await self._find_issue(directory, name)
+        entry = directory.entry
+        if isinstance(entry, RootEntry):
+            return await self._find_project(name)
+        if isinstance(entry, ProjectEntry):
+            return await self._find_issue(directory, entry, name)
+        if not isinstance(entry, IssueEntry):
+            raise NotFoundError(f"{directory.name} is not a directory")
         local = self._locals.get(directory.inode, {}).get(name)
         if local is not None:
             return local
-        files = await self._file_map(directory)
-        if name not in files or files[name].id in self._hidden:
+        files = await self._file_map(entry)
+        found = files.get(name)
+        if found is None:
+            found = self._aliased(directory.inode, name, files)
+            name = next((listed for listed, item in files.items() if item is found), name)
+        if found is None or found.id in self._hidden:
             raise NotFoundError(name)
-        return self._attachment_node(directory, name, files[name])
+        return self._attachment_node(directory, entry, name, found)
 
-    async def _find_issue(self, directory: Node, name: str) -> Node:
-        project = directory.project
-        assert project is not None
-        listed = self._issues.get(project.key)
+    def _aliased(self, inode: int, name: str, files: dict[str, Attachment]) -> Attachment | None:
+        """The attachment uploaded as `name` that the tracker listed under another name."""
+        ident = self._aliases.get(inode, {}).get(name)
+        if ident is None:
+            return None
+        return next((item for item in files.values() if item.id == ident), None)
+
+    async def _find_project(self, name: str) -> Node:
+        projects = await self._project_map()
+        project = projects.get(name)
+        if project is None:
+            # The vendor's own key or id always works, whatever the label is.
+            reference = self._tracker.project_reference(name)
+            match = [p for p in projects.values() if reference is not None and reference in (p.key, p.id)]
+            if not match:
+                raise NotFoundError(name)
+            project = match[0]
+            name = next(listed for listed, item in projects.items() if item is project)
+        return self._project_node(name, project)
+
+    async def _find_issue(self, directory: Node, entry: ProjectEntry, name: str) -> Node:
+        project = entry.project
+        listed = self._issues.get(project_key(project))
         if listed is not None and name in listed:
-            return self._issue_node(directory, name, listed[name])
-        if not self._tracker.is_issue_key(project, name):
+            return self._issue_node(directory, entry, name, listed[name])
+        reference = self._tracker.issue_reference(project, name)
+        if reference is None:
             if listed is None:
                 listed = await self._issue_map(project)
                 if name in listed:
-                    return self._issue_node(directory, name, listed[name])
+                    return self._issue_node(directory, entry, name, listed[name])
             raise NotFoundError(name)
         # An issue the listing does not show (filtered, or past a count limit) can still
-        # be opened by its key.
-        issue = self._direct.get((project.key, name))
+        # be opened by the vendor's reference; one the listing does show is its node.
+        for shown, item in (listed or {}).items():
+            if reference in (item.key, item.id):
+                return self._issue_node(directory, entry, shown, item)
+        key = (project_key(project), reference)
+        issue = self._direct.get(key)
         if issue is None:
             changes = self._changes
-            issue = await self._direct_flights.run(
-                (project.key, name), lambda: self._tracker.get_issue(project, name)
-            )
-            self._direct[(project.key, name)] = issue
+            issue = await self._direct_flights.run(key, lambda: self._tracker.get_issue(project, reference))
+            self._direct[key] = issue
             if issue.attachments is not None and changes == self._changes:
-                self._store_files(project.key, issue)
-        return self._issue_node(directory, name, issue)
+                self._store_files(project, issue)
+        return self._issue_node(directory, entry, name, issue)
 
     async def _project_map(self) -> dict[str, Project]:
         cached = self._projects.get("all")
@@ -262,41 +424,55 @@ class Namespace:
     async def _fetch_projects(self) -> dict[str, Project]:
         self._listings += 1
         projects = await self._tracker.list_projects()
-        mapping = unique_names((sanitize(p.key), p) for p in sorted(projects, key=lambda p: p.key))
+        mapping = dict(sorted(label_names((p.display, 0.0, project_key(p), p) for p in projects).items()))
         self._projects["all"] = mapping
         self._forget_misses(ROOT_INODE, mapping)
         return mapping
 
     async def _issue_map(self, project: Project) -> dict[str, Issue]:
-        cached = self._issues.get(project.key)
+        cached = self._issues.get(project_key(project))
         if cached is not None:
             return cached
-        return await self._issue_flights.run(project.key, lambda: self._fetch_issues(project))
+        return await self._issue_flights.run(project_key(project), lambda: self._fetch_issues(project))
 
     async def _fetch_issues(self, project: Project) -> dict[str, Issue]:
         self._listings += 1
         changes = self._changes
         issues = await self._tracker.list_issues(project)
-        mapping = unique_names((sanitize(issue.key), issue) for issue in issues)
-        for issue in issues:
-            if issue.attachments is not None and changes == self._changes:
-                self._store_files(project.key, issue)
-        self._issues[project.key] = mapping
-        inode = self._inodes.get(("project", project.key))
+        named = label_names((issue.display, issue.created, issue.id, issue) for issue in issues)
+        # The backend's order (Jira: by key), not the naming order.
+        order = {id(issue): index for index, issue in enumerate(issues)}
+        mapping = dict(sorted(named.items(), key=lambda pair: order[id(pair[1])]))
+        if changes == self._changes:
+            for issue in issues:
+                self._refill_files(project, issue)
+        self._issues[project_key(project)] = mapping
+        inode = self._inodes.get(("project", project_key(project)))
         if inode is not None:
             self._forget_misses(inode, mapping)
         return mapping
 
-    async def _file_map(self, directory: Node) -> dict[str, Attachment]:
-        issue = directory.issue
-        assert issue is not None
-        key = (issue.project_key, issue.key)
+    def _refill_files(self, project: Project, issue: Issue) -> None:
+        """Fill an issue's attachment listing from a project listing, where it can be.
+
+        From the attachments the listing embeds; else from the last one fetched for that
+        issue, if the issue's `updated` time says nothing changed since.
+        """
+        if issue.attachments is not None:
+            self._store_files(project, issue)
+            return
+        kept = self._kept.get(issue_key(project, issue))
+        if kept is not None and issue.updated and kept[0] == issue.updated:
+            self._store_files(project, issue, kept[1])
+
+    async def _file_map(self, entry: IssueEntry) -> dict[str, Attachment]:
+        key = issue_key(entry.project, entry.issue)
         cached = self._files.get(key)
         if cached is not None:
             return cached
-        return await self._file_flights.run(key, lambda: self._fetch_files(issue))
+        return await self._file_flights.run(key, lambda: self._fetch_files(entry.project, entry.issue))
 
-    async def _fetch_files(self, issue: Issue) -> dict[str, Attachment]:
+    async def _fetch_files(self, project: Project, issue: Issue) -> dict[str, Attachment]:
         for _ in range(2):
             self._listings += 1
             changes = self._changes
@@ -304,23 +480,34 @@ class Namespace:
             if changes == self._changes:
                 break
             # Something was uploaded or deleted meanwhile: this answer may predate it.
-        return self._store_files(issue.project_key, issue, attachments)
+        if changes == self._changes:
+            self._kept[issue_key(project, issue)] = (issue.updated, attachments)
+        return self._store_files(project, issue, attachments)
 
     def _store_files(
-        self, project_key: str, issue: Issue, attachments: Iterable[Attachment] | None = None
+        self, project: Project, issue: Issue, attachments: Iterable[Attachment] | None = None
     ) -> dict[str, Attachment]:
-        inode = self._inodes.get(("issue", project_key, issue.key))
-        local = self._locals.get(inode, {}) if inode is not None else {}
-        # A local file keeps its name; an attachment of that name uploaded meanwhile by
-        # someone else shows under a dated name instead of hiding behind it. The one the
-        # local file is overwriting stays out: the user's bytes are replacing it.
-        replaced = {node.local.replaces for node in local.values() if node.local is not None}
+        key = issue_key(project, issue)
+        inode = self._inodes.get(("issue", *key))
         listed = issue.attachments or () if attachments is None else attachments
-        mapping = assign_names((item for item in listed if item.id not in replaced), taken=local)
-        self._files[(project_key, issue.key)] = mapping
+        mapping = self._name_files(inode, listed)
+        self._files[key] = mapping
         if inode is not None:
             self._forget_misses(inode, mapping)
         return mapping
+
+    def _name_files(self, inode: int | None, attachments: Iterable[Attachment]) -> dict[str, Attachment]:
+        """The names of an issue directory's attachments, around its local files.
+
+        A local file keeps its name; an attachment of that name uploaded meanwhile by
+        someone else shows under a dated name instead of hiding behind it. The one the
+        local file is overwriting stays out: the user's bytes are replacing it.
+        """
+        local = self._locals.get(inode, {}) if inode is not None else {}
+        replaced = {
+            node.entry.local.replaces for node in local.values() if isinstance(node.entry, LocalEntry)
+        }
+        return assign_names((item for item in attachments if item.id not in replaced), taken=local)
 
     def _forget_misses(self, inode: int, names: Iterable[str]) -> None:
         """A fresh listing shows these names: earlier misses of them no longer hold."""
@@ -329,40 +516,63 @@ class Namespace:
 
     # -- node construction --------------------------------------------------------------
 
-    def _node(self, key: tuple[str, ...], kind: Kind, parent: int, name: str) -> Node:
+    def _node(self, key: tuple[str, ...], parent: int, name: str, entry: Entry) -> Node:
         inode = self._inodes.get(key)
         if inode is None:
             inode = self._next_inode
             self._next_inode += 1
             self._inodes[key] = inode
-            self._nodes[inode] = Node(inode, kind, parent, name, key=key)
-        node = self._nodes[inode]
-        node.parent, node.name = parent, name
+        node = self._nodes.get(inode)
+        if node is None:
+            node = self._nodes[inode] = Node(inode, parent, name, entry, key=key)
+            self._adopt(node, parent)
+        self._move(node, parent)
+        node.name, node.entry = name, entry
         return node
+
+    def _adopt(self, node: Node, parent: int) -> None:
+        directory = self._nodes.get(parent)
+        if directory is not None and directory is not node:
+            directory.children += 1
+
+    def _move(self, node: Node, parent: int) -> None:
+        """Re-parent a node, keeping both directories' child counts right."""
+        if node.parent == parent:
+            return
+        old = self._nodes.get(node.parent)
+        self._adopt(node, parent)
+        node.parent = parent
+        if old is not None:
+            old.children = max(0, old.children - 1)
+            self.settle(old)
 
     def _project_node(self, name: str, project: Project) -> Node:
-        node = self._node(("project", project.key), Kind.PROJECT, ROOT_INODE, name)
-        node.project = project
-        return node
+        return self._node(("project", project_key(project)), ROOT_INODE, name, ProjectEntry(project))
 
-    def _issue_node(self, directory: Node, name: str, issue: Issue) -> Node:
-        node = self._node(("issue", issue.project_key, issue.key), Kind.ISSUE, directory.inode, name)
-        node.project, node.issue = directory.project, issue
-        return node
+    def _issue_node(self, directory: Node, entry: ProjectEntry, name: str, issue: Issue) -> Node:
+        key = ("issue", *issue_key(entry.project, issue))
+        return self._node(key, directory.inode, name, IssueEntry(entry.project, issue))
 
-    def _attachment_node(self, directory: Node, name: str, attachment: Attachment) -> Node:
-        node = self._node(("attachment", attachment.id), Kind.ATTACHMENT, directory.inode, name)
-        node.project, node.issue, node.attachment = directory.project, directory.issue, attachment
-        return node
+    def _attachment_node(self, directory: Node, entry: IssueEntry, name: str, attachment: Attachment) -> Node:
+        key = ("attachment", *issue_key(entry.project, entry.issue), attachment.id)
+        return self._node(key, directory.inode, name, AttachmentEntry(entry.project, entry.issue, attachment))
 
     # -- local files --------------------------------------------------------------------
 
     def add_local(self, directory: Node, name: str, local: LocalFile) -> Node:
         """A new local file `name` in an issue directory (shadowing an attachment of that name)."""
-        node = self._node(("local", local.spooled.ident), Kind.LOCAL, directory.inode, name)
-        node.project, node.issue, node.local = directory.project, directory.issue, local
+        entry = directory.entry
+        if not isinstance(entry, IssueEntry):
+            raise NotFoundError(f"{directory.name} is not an issue directory")
+        node = self._node(
+            ("local", local.spooled.ident),
+            directory.inode,
+            name,
+            LocalEntry(entry.project, entry.issue, local),
+        )
         self._locals.setdefault(directory.inode, {})[name] = node
         self._negative.pop((directory.inode, name), None)
+        self._aliases.get(directory.inode, {}).pop(name, None)
         return node
 
     def make_local(self, node: Node, local: LocalFile) -> None:
@@ -372,13 +582,20 @@ class Namespace:
         node of its own, and never renames this one back. A node unlinked while open stays
         without a name.
         """
-        if self._inodes.get(node.key) == node.inode:
-            del self._inodes[node.key]
-        node.key = ("local", local.spooled.ident)
-        self._inodes[node.key] = node.inode
-        node.kind, node.local, node.attachment = Kind.LOCAL, local, None
+        entry = node.entry
+        if not isinstance(entry, AttachmentEntry):
+            raise NotFoundError(f"{node.name} is not an attachment")
+        self._rekey(node, ("local", local.spooled.ident))
+        node.entry = LocalEntry(entry.project, entry.issue, local)
         if node.delete_at_close is None:
             self._locals.setdefault(node.parent, {})[node.name] = node
+
+    def _rekey(self, node: Node, key: tuple[str, ...]) -> None:
+        """The node names something else now: the old key gets a new node when it is seen again."""
+        if self._inodes.get(node.key) == node.inode:
+            del self._inodes[node.key]
+        node.key = key
+        self._inodes[key] = node.inode
 
     def hide(self, node: Node, attachment: Attachment) -> None:
         """An open attachment was unlinked: its name goes now, the DELETE waits for the last close."""
@@ -404,135 +621,102 @@ class Namespace:
         siblings = self._locals.get(node.parent, {})
         if siblings.get(node.name) is node:
             del siblings[node.name]
-        if node.lookups == 0:
-            self._drop(node)
+        self.settle(node)
 
     def move_local(self, node: Node, directory: Node, name: str) -> None:
         """Rename a local file (within or across issue directories)."""
+        entry, target = node.entry, directory.entry
+        if not isinstance(entry, LocalEntry) or not isinstance(target, IssueEntry):
+            raise NotFoundError(f"{node.name} is not a local file in an issue directory")
         siblings = self._locals.get(node.parent, {})
         if siblings.get(node.name) is node:
             del siblings[node.name]
-        node.parent, node.name = directory.inode, name
-        node.project, node.issue = directory.project, directory.issue
+        self._move(node, directory.inode)
+        node.name = name
+        node.entry = LocalEntry(target.project, target.issue, entry.local)
         self._locals.setdefault(directory.inode, {})[name] = node
         self._negative.pop((directory.inode, name), None)
+        self._aliases.get(directory.inode, {}).pop(name, None)
 
-    def uploaded(self, node: Node, attachment: Attachment) -> None:
-        """A local file became `attachment` on the tracker: the node now names it."""
+    def uploaded(self, node: Node, attachment: Attachment, *, asked_name: str | None = None) -> None:
+        """A local file became `attachment` on the tracker: the node now names it.
+
+        The node takes the name the listing gives the attachment (the tracker may have
+        changed the file name). The name the user gave (`asked_name`, default the node's
+        name) stays an alias for the rest of the mount: lookups find the file under it,
+        listings show it once, under the tracker's name.
+        """
+        entry = node.entry
+        if not isinstance(entry, LocalEntry):
+            raise NotFoundError(f"{node.name} is not a local file")
+        asked = node.name if asked_name is None else asked_name
         siblings = self._locals.get(node.parent, {})
         if siblings.get(node.name) is node:
             del siblings[node.name]
-        if self._inodes.get(node.key) == node.inode:
-            del self._inodes[node.key]
-        node.key = ("attachment", attachment.id)
-        self._inodes[node.key] = node.inode
-        node.kind, node.attachment, node.local = Kind.ATTACHMENT, attachment, None
+        key = issue_key(entry.project, entry.issue)
+        self._rekey(node, ("attachment", *key, attachment.id))
+        node.entry = AttachmentEntry(entry.project, entry.issue, attachment)
         self._changes += 1
-        issue = node.issue
-        if issue is not None:
-            files = self._files.get((issue.project_key, issue.key))
-            if files is not None:
-                files[node.name] = attachment
+        self._kept.pop(key, None)
+        files = self._files.get(key)
+        if files is not None:
+            mapping = self._name_files(
+                node.parent, [*(i for i in files.values() if i.id != attachment.id), attachment]
+            )
+            files.clear()
+            files.update(mapping)
+            node.name = next(name for name, item in mapping.items() if item is attachment)
+        else:
+            node.name = sanitize(attachment.filename)
+        if node.name != asked:
+            self._aliases.setdefault(node.parent, {})[asked] = attachment.id
+            log.info("the tracker named %r %r; %r keeps working too", asked, node.name, asked)
 
     def deleted(self, directory: Node, attachment_id: str) -> None:
         """An attachment of `directory` was deleted: drop it from the cached listing."""
         self._changes += 1
         self._hidden.discard(attachment_id)
-        issue = directory.issue
-        if issue is None:
+        aliases = self._aliases.get(directory.inode, {})
+        for name in [name for name, ident in aliases.items() if ident == attachment_id]:
+            del aliases[name]
+        entry = directory.entry
+        if not isinstance(entry, IssueEntry):
             return
-        files = self._files.get((issue.project_key, issue.key))
+        key = issue_key(entry.project, entry.issue)
+        self._kept.pop(key, None)
+        files = self._files.get(key)
         if files is not None:
             for name, item in list(files.items()):
                 if item.id == attachment_id:
                     del files[name]
-
-    def _drop(self, node: Node) -> None:
-        self._nodes.pop(node.inode, None)
-        if self._inodes.get(node.key) == node.inode:
-            del self._inodes[node.key]
 
     async def permissions(self, issue: Issue) -> Permissions:
         """What the account may do with the attachments of `issue`, cached briefly.
 
         A failed question counts as "cannot tell" (the tracker still decides at upload).
         """
-        key = (issue.project_key, issue.key)
+        key = (issue.project_key, issue.id or issue.key)
         cached = self._permissions.get(key)
         if cached is not None:
             return cached
-        return await self._permission_flights.run(key, lambda: self._fetch_permissions(issue))
+        return await self._permission_flights.run(key, lambda: self._fetch_permissions(key, issue))
 
-    async def _fetch_permissions(self, issue: Issue) -> Permissions:
+    async def _fetch_permissions(self, key: tuple[str, str], issue: Issue) -> Permissions:
         try:
             permissions = await self._tracker.permissions(issue)
         except TrackerError as exc:
             log.warning("cannot tell what this account may do on %s: %s", issue.key, exc)
             permissions = Permissions()
-        self._permissions[(issue.project_key, issue.key)] = permissions
+        self._permissions[key] = permissions
         return permissions
 
     def cached_files(self, inode: int) -> dict[str, Attachment]:
         """The cached attachment listing of an issue directory (empty if none is cached)."""
         node = self._nodes.get(inode)
-        if node is None or node.issue is None:
+        if node is None or not isinstance(node.entry, IssueEntry):
             return {}
-        return dict(self._files.get((node.issue.project_key, node.issue.key)) or {})
+        return dict(self._files.get(issue_key(node.entry.project, node.entry.issue)) or {})
 
     def local_nodes(self) -> list[Node]:
         """Every local file currently in the tree."""
         return [node for siblings in self._locals.values() for node in siblings.values()]
-
-    # -- metadata ---------------------------------------------------------------------
-
-    def metadata(self, node: Node) -> dict[str, str]:
-        """What `user.trackerfs.*` extended attributes show for a node."""
-        if node.kind is Kind.ATTACHMENT and node.attachment is not None:
-            item = node.attachment
-            values = {
-                "id": item.id,
-                "url": item.web_url,
-                "mime_type": item.mime_type,
-                "author": item.author,
-                "created": iso_time(item.created),
-                "size": str(item.size),
-                "original_name": item.filename,
-                "issue": node.issue.key if node.issue else "",
-                "checksum": item.checksum,
-            }
-        elif node.kind is Kind.LOCAL and node.local is not None:
-            local = node.local
-            state = "temporary" if local.temporary else "not uploaded" if local.dirty else "local"
-            values = {"state": state, "size": str(local.size), "issue": node.issue.key if node.issue else ""}
-        elif node.kind is Kind.ISSUE and node.issue is not None:
-            issue = node.issue
-            values = {
-                "id": issue.id,
-                "key": issue.key,
-                "url": issue.web_url,
-                "summary": issue.summary,
-                "created": iso_time(issue.created) if issue.created else "",
-            }
-        elif node.kind is Kind.PROJECT and node.project is not None:
-            project = node.project
-            values = {"id": project.id, "key": project.key, "name": project.name, "url": project.web_url}
-        else:
-            values = {"tracker": self._tracker.name}
-        return {key: value for key, value in values.items() if value}
-
-
-def unique_names(pairs: Iterable[tuple[str, T]]) -> dict[str, T]:
-    """A name → item map where a repeated name gets ` (2)`, ` (3)`, … in order."""
-    result: dict[str, T] = {}
-    for name, item in pairs:
-        final, number = name, 2
-        while final in result:
-            final = numbered(name, number)
-            number += 1
-        result[final] = item
-    return result
-
-
-def iso_time(timestamp: float) -> str:
-    """An ISO 8601 UTC time with seconds, e.g. `2026-01-05T10:00:00Z`."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -25,7 +25,15 @@ import trio
 
 from trackerfs.backends.base import Tracker
 from trackerfs.core.content_cache import ContentCache
-from trackerfs.core.namespace import Kind, Namespace, Node
+from trackerfs.core.namespace import (
+    AttachmentEntry,
+    FileEntry,
+    IssueEntry,
+    LocalEntry,
+    Namespace,
+    Node,
+    local_of,
+)
 from trackerfs.core.spool import (
     OPEN,
     PENDING,
@@ -89,11 +97,12 @@ class Writer:
 
     async def create(self, directory: Node, name: str) -> Node:
         """A new empty local file in an issue directory (EACCES if the tracker would refuse it)."""
-        if directory.kind is not Kind.ISSUE or directory.issue is None:
+        entry = directory.entry
+        if not isinstance(entry, IssueEntry):
             raise NotPermittedError(f"files live in issue directories, not in {directory.name or '/'}")
         if not is_temporary(name):
-            await self._check_may_create(directory.issue, name)
-        local = self._new_local(directory.issue, name)
+            await self._check_may_create(entry.issue, name)
+        local = self._new_local(entry.issue, name)
         return self.namespace.add_local(directory, name, local)
 
     async def _check_may_create(self, issue: Issue, name: str) -> None:
@@ -121,24 +130,25 @@ class Writer:
 
         Concurrent first writes wait for each other: the second gets the first's local file.
         """
-        if node.kind is Kind.LOCAL and node.local is not None and not truncate:
-            return node.local  # every later write: no lock needed
+        if isinstance(node.entry, LocalEntry) and not truncate:
+            return node.entry.local  # every later write: no lock needed
         if node.change_lock is None:
             node.change_lock = trio.Lock()
         async with node.change_lock:
-            if node.kind is Kind.LOCAL and node.local is not None:
+            entry = node.entry
+            if isinstance(entry, LocalEntry):
                 if truncate:
-                    self.truncate(node.local, 0)
-                return node.local
-            attachment = node.attachment
-            if node.kind is not Kind.ATTACHMENT or attachment is None or node.issue is None:
+                    self.truncate(entry.local, 0)
+                return entry.local
+            if not isinstance(entry, AttachmentEntry):
                 raise NotPermittedError(f"{node.name} is not a file")
+            attachment = entry.attachment
             unlinked = node.delete_at_close is not None
             if not unlinked:
-                await self._check_may_replace(node.issue, attachment, node.name)
+                await self._check_may_replace(entry.issue, attachment, node.name)
             # A file unlinked while open changes only for its descriptors, never uploaded;
             # its attachment is deleted at the last close.
-            local = self._new_local(node.issue, node.name, replaces=None if unlinked else attachment.id)
+            local = self._new_local(entry.issue, node.name, replaces=None if unlinked else attachment.id)
             if unlinked:
                 local.unlinked = local.temporary = True
                 local.spooled.save(temporary=True)
@@ -203,11 +213,11 @@ class Writer:
         written) is not uploaded by a close that may be the shell's `dup2` dance before
         the writes; it is uploaded at its `last` close (release) if it stays empty.
         """
-        local = node.local
-        if node.kind is not Kind.LOCAL or local is None:
+        if not isinstance(node.entry, LocalEntry):
             return
+        local = node.entry.local
         async with local.upload_lock:
-            if not local.dirty or local.temporary or local.unlinked or node.local is not local:
+            if not local.dirty or local.temporary or local.unlinked or local_of(node) is not local:
                 return
             if local.refused is not None:
                 raise type(local.refused)(f"{node.name} was not uploaded: {local.refused}")
@@ -216,8 +226,8 @@ class Writer:
             await self._upload(node, local)
 
     async def _upload(self, node: Node, local: LocalFile) -> None:
-        issue = node.issue
-        assert issue is not None
+        assert isinstance(node.entry, LocalEntry)
+        issue = node.entry.issue
         spooled = local.spooled
         size = spooled.size()
         limit = self.limits.upload_limit
@@ -358,26 +368,27 @@ class Writer:
         node = await self.namespace.find(directory, name)
         if node is None:
             raise NotFoundError(name)
-        if node.kind is Kind.LOCAL and node.local is not None:
-            async with node.local.upload_lock:
-                if node.kind is Kind.LOCAL and node.local is not None:
-                    await self._drop_local(directory, node, node.local)
+        if isinstance(node.entry, LocalEntry):
+            async with node.entry.local.upload_lock:
+                if isinstance(node.entry, LocalEntry):
+                    await self._drop_local(directory, node, node.entry.local)
                     return node
-        if node.kind is not Kind.ATTACHMENT or node.attachment is None:
+        if not isinstance(node.entry, AttachmentEntry):
             raise NotPermittedError(f"{name} is a directory of the tracker")
+        attachment = node.entry.attachment
         if node.opens:
-            await self._check_may_delete(directory, node.attachment)
-            self.namespace.hide(node, node.attachment)
+            await self._check_may_delete(directory, attachment)
+            self.namespace.hide(node, attachment)
             log.info("%s/%s is open: it is deleted when its last descriptor closes", directory.name, name)
             return node
-        await self._delete(directory, node.attachment.id, name)
+        await self._delete(directory, attachment.id, name)
         return node
 
     async def _check_may_delete(self, directory: Node, attachment: Attachment) -> None:
         """EACCES now for a delete the tracker is known to refuse (it would come too late)."""
-        if directory.issue is None:
+        if not isinstance(directory.entry, IssueEntry):
             return
-        if (await self.namespace.permissions(directory.issue)).may_delete(attachment) is False:
+        if (await self.namespace.permissions(directory.entry.issue)).may_delete(attachment) is False:
             raise PermissionDeniedError(f"{attachment.filename}: this account may not delete it")
 
     async def last_close(self, node: Node) -> None:
@@ -387,7 +398,7 @@ class Writer:
         here (close already returned), so it is logged, and the attachment is listed
         again: the tracker still has it.
         """
-        local = node.local
+        local = local_of(node)
         if local is not None and local.unlinked and not local.handles:
             local.spooled.discard()
         attachment = node.delete_at_close
@@ -442,18 +453,19 @@ class Writer:
             raise NotPermittedError(
                 f"{name}: {self.tracker.project_noun}s and {self.tracker.issue_noun}s cannot be renamed"
             )
-        if target_dir.kind is not Kind.ISSUE:
+        if not isinstance(target_dir.entry, IssueEntry):
             raise NotPermittedError(f"files live in issue directories, not in {target_dir.name or '/'}")
         if source_dir.inode == target_dir.inode and name == new_name:
             return
         renamed = upload = False
-        if node.kind is Kind.LOCAL and node.local is not None:
-            async with node.local.upload_lock:
+        if isinstance(node.entry, LocalEntry):
+            async with node.entry.local.upload_lock:
                 # Still local once an upload that was running has finished?
-                if node.kind is Kind.LOCAL and node.local is not None:
-                    await self._rename_local(node, node.local, source_dir, target_dir, new_name, no_replace)
+                if isinstance(node.entry, LocalEntry):
+                    local = node.entry.local
+                    await self._rename_local(node, local, source_dir, target_dir, new_name, no_replace)
                     renamed = True
-                    upload = not node.local.temporary and node.local.handles == 0
+                    upload = not local.temporary and local.handles == 0
         if not renamed:
             raise CrossDeviceError(f"{name}: the tracker cannot rename an attachment")
         if upload:
@@ -473,11 +485,11 @@ class Writer:
             raise ExistsError(new_name)
         if target is not None and target.is_dir:
             raise NotPermittedError(f"{new_name} is a directory")
-        issue = target_dir.issue
-        assert issue is not None
+        assert isinstance(target_dir.entry, IssueEntry)
+        issue = target_dir.entry.issue
         if not is_temporary(new_name):
-            if target is not None and target.kind is Kind.ATTACHMENT and target.attachment is not None:
-                await self._check_may_replace(issue, target.attachment, new_name)
+            if target is not None and isinstance(target.entry, AttachmentEntry):
+                await self._check_may_replace(issue, target.entry.attachment, new_name)
             else:
                 await self._check_may_create(issue, new_name)
         # The attachment this file was overwriting goes only once the new bytes are on the
@@ -486,22 +498,23 @@ class Writer:
             node.supersedes = (*node.supersedes, local.replaces)
             self.namespace.hide_attachment(local.replaces)
             local.replaces = None
-        if target is not None and target.kind is Kind.LOCAL and target.local is not None:
-            async with target.local.upload_lock:
-                replaced = target.local.replaces if target.kind is Kind.LOCAL else None
-                if target.kind is Kind.LOCAL and target.local is not None:
-                    target.local.unlinked = True
+        if target is not None and isinstance(target.entry, LocalEntry):
+            async with target.entry.local.upload_lock:
+                replaced = target.entry.local.replaces if isinstance(target.entry, LocalEntry) else None
+                if isinstance(target.entry, LocalEntry):
+                    target_local = target.entry.local
+                    target_local.unlinked = True
                     self.namespace.remove_local(target)
-                    if target.local.handles == 0:
-                        target.local.spooled.discard()
+                    if target_local.handles == 0:
+                        target_local.spooled.discard()
                     else:
-                        target.local.spooled.save(temporary=True)
-                elif target.attachment is not None:
-                    replaced = target.attachment.id
+                        target_local.spooled.save(temporary=True)
+                elif isinstance(target.entry, AttachmentEntry):
+                    replaced = target.entry.attachment.id
             node.supersedes = (*node.supersedes, *target.supersedes)
             local.replaces = replaced
-        elif target is not None and target.attachment is not None:
-            local.replaces = target.attachment.id
+        elif target is not None and isinstance(target.entry, AttachmentEntry):
+            local.replaces = target.entry.attachment.id
         self.namespace.move_local(node, target_dir, new_name)
         local.temporary = is_temporary(new_name)
         local.spooled.save(
@@ -524,10 +537,10 @@ class Writer:
         if local.unlinked:
             # Descriptors opened before the file became local still read it: the bytes go
             # with the node's last close (`last_close`).
-            if node.local is not local or not node.opens:
+            if local_of(node) is not local or not node.opens:
                 local.spooled.discard()
             return
-        if node.local is not local:
+        if local_of(node) is not local:
             # Already uploaded (the node names the attachment now) or replaced.
             local.spooled.close()
             return
@@ -535,8 +548,9 @@ class Writer:
             try:
                 await self.flush(node, last=True)
             except TrackerError as exc:
-                log.error("%s/%s was not uploaded: %s", node.issue.key if node.issue else "?", node.name, exc)
-        if node.local is local:
+                where = node.entry.issue.key if isinstance(node.entry, FileEntry) else "?"
+                log.error("%s/%s was not uploaded: %s", where, node.name, exc)
+        if local_of(node) is local:
             local.spooled.close()
 
     # -- mount and unmount ------------------------------------------------------------------
@@ -660,10 +674,10 @@ class Writer:
         kept: list[str] = []
         waiting = 0
         for node in self.namespace.local_nodes():
-            local = node.local
-            if local is None:
+            if not isinstance(node.entry, LocalEntry):
                 continue
-            where = f"{node.issue.key if node.issue else '?'}/{node.name}"
+            local = node.entry.local
+            where = f"{node.entry.issue.key}/{node.name}"
             try:
                 if self._waits_for_upload(local):
                     local.spooled.close()

@@ -26,7 +26,7 @@ from pyfuse3 import FileHandleT, FileInfo, InodeT, RequestContext
 
 from trackerfs.config import CacheSettings
 from trackerfs.core.names import MAX_NAME_BYTES, sanitize
-from trackerfs.core.namespace import Kind, Namespace, Node
+from trackerfs.core.namespace import AttachmentEntry, IssueEntry, LocalEntry, Namespace, Node
 from trackerfs.core.reader import BLOCK_SIZE, Reader, ReadState
 from trackerfs.core.spool import LocalFile
 from trackerfs.core.writer import Writer
@@ -38,10 +38,10 @@ from trackerfs.errors import (
     PermissionDeniedError,
     TrackerError,
 )
+from trackerfs.fuse import xattrs
 
 log = logging.getLogger(__name__)
 
-XATTR_PREFIX = "user.trackerfs."
 DIR_MODE = stat.S_IFDIR | 0o755
 #: The "preferred I/O size" (st_blksize) that cp and stdio size their buffers by. Files
 #: being written get 1 MiB (an eighth of the round trips of 128 KiB writes); attachments
@@ -155,23 +155,24 @@ class Operations(pyfuse3.Operations):
         entry.st_uid, entry.st_gid = self.uid, self.gid
         entry.st_blksize = BLOCK_SIZE
         when = self.mounted_at
-        if node.kind is Kind.ATTACHMENT and node.attachment is not None:
+        item = node.entry
+        if isinstance(item, AttachmentEntry):
             entry.st_mode = pyfuse3.ModeT(FILE_MODE)
             entry.st_nlink = 0 if node.unlinked else 1
-            entry.st_size = node.attachment.size
-            when = int(node.attachment.created * 1e9) or when
-        elif node.kind is Kind.LOCAL and node.local is not None:
+            entry.st_size = item.attachment.size
+            when = int(item.attachment.created * 1e9) or when
+        elif isinstance(item, LocalEntry):
             entry.st_blksize = WRITE_SIZE
             entry.st_mode = pyfuse3.ModeT(FILE_MODE)
             entry.st_nlink = 0 if node.unlinked else 1
-            entry.st_size = node.local.size
-            when = int(node.local.mtime * 1e9)
+            entry.st_size = item.local.size
+            when = int(item.local.mtime * 1e9)
         else:
             entry.st_mode = pyfuse3.ModeT(DIR_MODE)
             entry.st_nlink = 2
             entry.st_size = 0
-            if node.issue is not None and node.kind is Kind.ISSUE:
-                when = int((node.issue.updated or node.issue.created) * 1e9) or when
+            if isinstance(item, IssueEntry):
+                when = int((item.issue.updated or item.issue.created) * 1e9) or when
         entry.st_blocks = (entry.st_size + 511) // 512
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = when
         return entry
@@ -216,7 +217,10 @@ class Operations(pyfuse3.Operations):
         directory = self.namespace.node(inode)
         children = await self.namespace.list_dir(inode)
         fh = next(self._handles)
-        self._dirs[fh] = [directory, self.namespace.node(directory.parent), *children]
+        # The handle's nodes stay in the table until releasedir, replied or not.
+        entries = [directory, self.namespace.node(directory.parent), *children]
+        self.namespace.pin(entries)
+        self._dirs[fh] = entries
         return FileHandleT(fh)
 
     @handler
@@ -232,7 +236,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def releasedir(self, fh: FileHandleT) -> None:
-        self._dirs.pop(fh, None)
+        self.namespace.unpin(self._dirs.pop(fh, []))
 
     # -- files ----------------------------------------------------------------------------
 
@@ -261,13 +265,16 @@ class Operations(pyfuse3.Operations):
 
     def _open_handle(self, node: Node, writable: bool) -> FileInfo:
         fh = next(self._handles)
-        node.opens += 1
-        if node.kind is Kind.LOCAL and node.local is not None:
-            node.local.handles += 1
-            self._files[fh] = OpenFile(node, None, writable, local=node.local)
+        entry = node.entry
+        if isinstance(entry, LocalEntry):
+            node.opens += 1
+            entry.local.handles += 1
+            self._files[fh] = OpenFile(node, None, writable, local=entry.local)
             return FileInfo(fh=FileHandleT(fh), keep_cache=False)
-        assert node.attachment is not None
-        self._files[fh] = OpenFile(node, self.reader.open(node.attachment), writable)
+        if not isinstance(entry, AttachmentEntry):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        node.opens += 1
+        self._files[fh] = OpenFile(node, self.reader.open(entry.attachment), writable)
         # Attachments never change under an id: the kernel may keep cached pages.
         return FileInfo(fh=FileHandleT(fh), keep_cache=True)
 
@@ -280,11 +287,12 @@ class Operations(pyfuse3.Operations):
     @handler
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
         handle = self._handle(fh)
-        local = handle.node.local
-        if handle.node.kind is Kind.LOCAL and local is not None:
-            return local.spooled.pread(size, off)
-        attachment = handle.node.attachment
-        assert attachment is not None
+        entry = handle.node.entry
+        if isinstance(entry, LocalEntry):
+            return entry.local.spooled.pread(size, off)
+        if not isinstance(entry, AttachmentEntry):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        attachment = entry.attachment
         # A listing refresh gives the node an equal, new record: the reader state (and its
         # readahead window) stays as long as the attachment is the same one.
         if handle.reading is None or handle.reading.attachment.id != attachment.id:
@@ -316,10 +324,10 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
-        local = self._handle(fh).node.local
-        if local is not None:
+        entry = self._handle(fh).node.entry
+        if isinstance(entry, LocalEntry):
             # fsync can take long on a busy disk: never on the thread that serves everyone.
-            await trio.to_thread.run_sync(local.spooled.sync)
+            await trio.to_thread.run_sync(entry.local.spooled.sync)
 
     @handler
     async def release(self, fh: FileHandleT) -> None:
@@ -332,6 +340,7 @@ class Operations(pyfuse3.Operations):
             await self.writer.release(node, handle.local, writable=handle.writable)
         if not node.opens and node.unlinked:
             await self.writer.last_close(node)
+        self.namespace.settle(node)
 
     @handler
     async def setattr(
@@ -354,8 +363,8 @@ class Operations(pyfuse3.Operations):
                 self.writer.truncate(local, attr.st_size)
                 # No close will follow a path truncate(2): upload now.
                 await self.writer.flush(node, last=True)
-        if fields.update_mtime and node.kind is Kind.LOCAL and node.local is not None:
-            node.local.mtime = attr.st_mtime_ns / 1e9
+        if fields.update_mtime and isinstance(node.entry, LocalEntry):
+            node.entry.local.mtime = attr.st_mtime_ns / 1e9
         # Modes, owners and times of attachments are the tracker's: accepted, not stored,
         # so that cp -p, rsync -a and tar succeed.
         return self.attributes(node)
@@ -431,15 +440,15 @@ class Operations(pyfuse3.Operations):
     @handler
     async def getxattr(self, inode: InodeT, name: pyfuse3.XAttrNameT, ctx: RequestContext) -> bytes:
         text = os.fsdecode(name)
-        values = self.namespace.metadata(self.namespace.node(inode))
-        if text.startswith(XATTR_PREFIX) and text[len(XATTR_PREFIX) :] in values:
-            return values[text[len(XATTR_PREFIX) :]].encode("utf-8", "surrogateescape")
+        values = xattrs.values(self.namespace, self.namespace.node(inode))
+        if text.startswith(xattrs.PREFIX) and text[len(xattrs.PREFIX) :] in values:
+            return values[text[len(xattrs.PREFIX) :]].encode("utf-8", "surrogateescape")
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
 
     @handler
     async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
-        values = self.namespace.metadata(self.namespace.node(inode))
-        return [pyfuse3.XAttrNameT(os.fsencode(XATTR_PREFIX + key)) for key in values]
+        values = xattrs.values(self.namespace, self.namespace.node(inode))
+        return [pyfuse3.XAttrNameT(os.fsencode(xattrs.PREFIX + key)) for key in values]
 
     # -- the filesystem as a whole --------------------------------------------------------
 
