@@ -85,7 +85,7 @@ class Issue:
 
     ``number`` orders the issues of the home ``project`` and makes the key; ``key`` may
     be blank (Waldur). ``also_in`` lists further projects the issue is shown in (Asana),
-    ``aliases`` the keys it had before it was moved.
+    ``aliases`` the keys it had before it was moved, ``completed`` when it was done.
     """
 
     id: str
@@ -98,6 +98,8 @@ class Issue:
     parent: str | None = None
     also_in: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    #: when the issue was completed (Asana tasks, closed issues); ``None`` while open
+    completed: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
