@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+from trackerfs.emulator.dialects.asana import AsanaDialect
 from trackerfs.emulator.dialects.base import Dialect
 from trackerfs.emulator.dialects.jira import JiraDialect
 
-DIALECTS: dict[str, type[Dialect]] = {JiraDialect.name: JiraDialect}
+DIALECTS: dict[str, type[Dialect]] = {JiraDialect.name: JiraDialect, AsanaDialect.name: AsanaDialect}
 
 
 def dialect_class(tracker: str) -> type[Dialect]:
