@@ -24,6 +24,47 @@ COMPACT: dict[str, tuple[str, ...]] = {
     "attachment": ("gid", "resource_type", "name", "resource_subtype"),
     "user": ("gid", "resource_type", "name"),
 }
+#: every top-level field a record of each kind may have (``opt_fields`` may name only these;
+#: one a record lacks, like an external attachment's ``size``, is left out, as Asana does)
+KNOWN: dict[str, frozenset[str]] = {
+    "workspace": frozenset({"gid", "resource_type", "name", "is_organization", "email_domains"}),
+    "user": frozenset({"gid", "resource_type", "name", "email", "workspaces"}),
+    "project": frozenset({"gid", "resource_type", "name", "archived", "notes", "permalink_url", "workspace"}),
+    "task": frozenset(
+        {
+            "gid",
+            "resource_type",
+            "name",
+            "resource_subtype",
+            "created_at",
+            "modified_at",
+            "completed",
+            "completed_at",
+            "notes",
+            "num_subtasks",
+            "parent",
+            "projects",
+            "workspace",
+            "permalink_url",
+        }
+    ),
+    "attachment": frozenset(
+        {
+            "gid",
+            "resource_type",
+            "name",
+            "resource_subtype",
+            "created_at",
+            "download_url",
+            "permanent_url",
+            "host",
+            "parent",
+            "size",
+            "view_url",
+            "connected_to_app",
+        }
+    ),
+}
 #: ``opt_fields`` names that select parts of ``next_page`` rather than of a record
 PAGING_FIELDS = frozenset({"offset", "path", "uri"})
 #: the host an external attachment's URL belongs to → Asana's ``host`` and subtype
@@ -185,15 +226,18 @@ def select(record: Record, kind: str, fields: list[str] | None = None) -> Record
         return {name: record[name] for name in COMPACT[kind] if name in record}
     chosen: Record = {"gid": record["gid"]}
     for name in fields:
-        if name not in PAGING_FIELDS:
-            _pick(record, chosen, name.split("."), name)
+        if name in PAGING_FIELDS:
+            continue
+        if name.partition(".")[0] not in KNOWN[kind]:
+            raise OptFieldsError(name)
+        _pick(record, chosen, name.split("."), name)
     return chosen
 
 
 def _pick(source: Record, target: Record, path: list[str], field: str) -> None:
     head, rest = path[0], path[1:]
     if head not in source:
-        raise OptFieldsError(field)
+        return
     value = source[head]
     if not rest or value is None:
         target[head] = value
