@@ -229,6 +229,10 @@ async def test_attachments_of_a_task_match_the_shared_seed(
     part = await storage.get(full["download_url"], headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == body.content[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{stored.size}"
+    head = await storage.head(full["download_url"])
+    assert head.status_code == 200 and head.headers["content-length"] == str(stored.size) and not head.content
+    ignored = await storage.get(full["download_url"], headers={"Range": "bytes=oops"})
+    assert ignored.status_code == 200 and len(ignored.content) == stored.size
     beyond = await storage.get(full["download_url"], headers={"Range": f"bytes={stored.size}-"})
     assert beyond.status_code == 416 and b"<Code>InvalidRange</Code>" in beyond.content
 
@@ -330,6 +334,19 @@ async def test_upload_over_the_limit_is_refused_and_leaves_nothing(
     assert list(asana_state.upload_dir.iterdir()) == []
 
 
+async def test_empty_seed_is_one_workspace(tmp_path: Path) -> None:
+    state = EmulatorState(EmulatorOptions(tracker="asana", token=TOKEN, seed="empty"), tmp_path)
+    transport = httpx.ASGITransport(app=create_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url=API, headers=BEARER) as client:
+        spaces = await data(client, "/workspaces")
+        assert [s["name"] for s in spaces] == ["Test workspace"]
+        projects = await data(client, f"/workspaces/{spaces[0]['gid']}/projects")
+        assert [p["name"] for p in projects] == ["Test project"]
+        tasks = await data(client, f"/projects/{projects[0]['gid']}/tasks")
+        assert [t["name"] for t in tasks] == ["Test issue 1", "Test issue 2", "Test issue 3"]
+        assert state.config.media_ttl == 120
+
+
 # -- rate limit, faults, log --------------------------------------------------------------------
 async def test_rate_limit_on_demand(api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
@@ -344,6 +361,15 @@ async def test_rate_limit_on_demand(api: httpx.AsyncClient, monkeypatch: pytest.
     assert refused.json()["errors"][0]["message"] == asana.RATE_LIMITED
     now[0] += 40
     assert (await api.get("/workspaces")).status_code == 200
+    # paid_plan switches to the paid figure (kept small here: 1,500 requests take long)
+    monkeypatch.setattr(asana, "PAID_BUDGET", asana.FREE_BUDGET + 5)
+    await api.post("http://asana.test/_emulator/config", json={"paid_plan": True})
+    for _ in range(asana.FREE_BUDGET + 4):  # one request is in the window already
+        assert (await api.get("/workspaces")).status_code == 200
+    assert (await api.get("/workspaces")).status_code == 429
+    await api.post("http://asana.test/_emulator/reset")
+    await api.post("http://asana.test/_emulator/config", json={"rate_limit": True})
+    assert (await api.get("/workspaces")).status_code == 200  # a reset starts a new budget
 
 
 async def test_faults_and_the_request_log_work_for_asana(api: httpx.AsyncClient) -> None:

@@ -127,6 +127,10 @@ class RateLimiter:
         self._times.append(now)
         return 0.0
 
+    def clear(self) -> None:
+        """Forget the requests counted so far."""
+        self._times.clear()
+
 
 class AsanaDialect(Dialect):
     """Routes of the Asana API 1.0 over an EmulatorState."""
@@ -139,6 +143,7 @@ class AsanaDialect(Dialect):
     def __init__(self, state: EmulatorState) -> None:
         super().__init__(state)
         self.limiter = RateLimiter()
+        self._budget_config = state.config
 
     @staticmethod
     def format_id(kind: Kind, serial: int) -> str:
@@ -213,6 +218,10 @@ class AsanaDialect(Dialect):
         return self.state.token_owner
 
     def _throttle(self) -> None:
+        if not self.switch("rate_limit") or self.state.config is not self._budget_config:
+            # Switched off, or a reset (a new config): the next budget starts from nothing.
+            self.limiter.clear()
+            self._budget_config = self.state.config
         if not self.switch("rate_limit"):
             return
         wait = self.limiter.admit(PAID_BUDGET if self.switch("paid_plan") else FREE_BUDGET)
