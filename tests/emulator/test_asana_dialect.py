@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from trackerfs.emulator import EmulatorOptions, create_app, create_media_app
+from trackerfs.emulator import EmulatorOptions, create_app, create_media_app, seed
 from trackerfs.emulator.dialects import asana
 from trackerfs.emulator.dialects.asana_storage import BUCKET
 from trackerfs.emulator.state import EmulatorState
@@ -235,6 +235,19 @@ async def test_attachments_of_a_task_match_the_shared_seed(
     assert ignored.status_code == 200 and len(ignored.content) == stored.size
     beyond = await storage.get(full["download_url"], headers={"Range": f"bytes={stored.size}-"})
     assert beyond.status_code == 416 and b"<Code>InvalidRange</Code>" in beyond.content
+
+
+async def test_hostile_names_list_and_download(
+    api: httpx.AsyncClient, storage: httpx.AsyncClient, asana_state: EmulatorState
+) -> None:
+    project = await demo_project(api)
+    task = await task_named(api, project, "Demo issue 3")
+    listed = await data(api, "/attachments", parent=task, opt_fields="name,download_url")
+    assert [a["name"] for a in listed] == list(seed.HOSTILE_NAMES)
+    for item in listed:
+        body = await storage.get(item["download_url"])
+        assert body.status_code == 200
+        assert hashlib.sha256(body.content).hexdigest() == asana_state.store.attachments[item["gid"]].sha256
 
 
 async def test_storage_refuses_credentials_forgery_and_expired_urls(

@@ -100,6 +100,10 @@ async def test_attachments(openapi: OpenAPI, api: httpx.AsyncClient) -> None:
     full = "name,size,created_at,host,resource_subtype,download_url,view_url,permanent_url,parent.name"
     for params in ({"parent": task}, {"parent": task, "limit": 2, "opt_fields": full}):
         check(openapi, await api.get("/attachments", params=params), "/attachments")
+    hostile = await task_named(api, project, "Demo issue 3")
+    check(
+        openapi, await api.get("/attachments", params={"parent": hostile, "opt_fields": full}), "/attachments"
+    )
     gid = (await api.get("/attachments", params={"parent": task})).json()["data"][0]["gid"]
     check(openapi, await api.get(f"/attachments/{gid}"), "/attachments/{attachment_gid}")
     uploaded = await api.post("/attachments", data={"parent": task}, files={"file": ("a.txt", b"a")})

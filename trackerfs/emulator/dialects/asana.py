@@ -21,9 +21,9 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlencode
 
 from starlette.requests import Request
@@ -79,6 +79,7 @@ OFFSET_TTL = 1800.0
 NOT_LISTING = frozenset({"limit", "offset", "opt_fields", "opt_pretty", "pretty"})
 
 Handler = Callable[[Request, User], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class AsanaError(Exception):
@@ -353,13 +354,18 @@ class AsanaDialect(Dialect):
             raise AsanaError(400, "offset: Invalid offset token.")
         return offset
 
-    def _listing(self, request: Request, records: list[Record], kind: str) -> Response:
-        """``records`` in ``{"data": [...]}``, paged when the request sent ``limit``."""
+    def _listing(
+        self, request: Request, items: Sequence[T], render: Callable[[T], Record], kind: str
+    ) -> Response:
+        """``items`` rendered in ``{"data": [...]}``, paged when the request sent ``limit``.
+
+        Only the page is rendered: a project of thousands of tasks costs a page's records.
+        """
         params = request.query_params
         fields = parse_opt_fields(params.get("opt_fields"))
         text = params.get("limit")
         if text is None:
-            return AsciiJSONResponse({"data": [select(r, kind, fields) for r in records]})
+            return AsciiJSONResponse({"data": [select(render(i), kind, fields) for i in items]})
         try:
             limit = int(text)
         except ValueError:
@@ -369,7 +375,7 @@ class AsanaDialect(Dialect):
         listing = self._listing_key(request)
         token = params.get("offset")
         start = self._offset(token, listing) if token else 0
-        page = page_of(records, start, limit, self.state.config.page_size)
+        page = page_of(items, start, limit, self.state.config.page_size)
         next_page = None
         if not page.is_last:
             offset = self._token(page.next_start, listing)
@@ -378,7 +384,7 @@ class AsanaDialect(Dialect):
             base = str(request.base_url).rstrip("/")
             next_page = {"offset": offset, "path": path, "uri": f"{base}{API}{path}"}
         return AsciiJSONResponse(
-            {"data": [select(r, kind, fields) for r in page.items], "next_page": next_page}
+            {"data": [select(render(i), kind, fields) for i in page.items], "next_page": next_page}
         )
 
     @staticmethod
@@ -400,33 +406,32 @@ class AsanaDialect(Dialect):
 
     async def workspaces(self, request: Request, user: User) -> Response:
         """The workspaces the token sees."""
-        records = [workspace_record(s) for s in self.state.store.spaces.values()]
-        return self._listing(request, records, "workspace")
+        return self._listing(request, list(self.state.store.spaces.values()), workspace_record, "workspace")
 
     async def workspace(self, request: Request, user: User) -> Response:
         """One workspace."""
         return self._one(request, workspace_record(self._space(request.path_params["gid"])), "workspace")
 
-    def _projects_in(self, space: Space | None) -> list[Record]:
-        projects = self.state.store.projects.values()
-        return [
-            self._project_record(p) for p in projects if space is None or self._workspace_of(p).id == space.id
+    def _project_list(self, request: Request, space: Space | None) -> Response:
+        # No project is archived: ``archived=true`` lists none.
+        projects = [
+            p
+            for p in self.state.store.projects.values()
+            if (space is None or self._workspace_of(p).id == space.id)
+            and request.query_params.get("archived") != "true"
         ]
-
-    def _archived_filter(self, request: Request, records: list[Record]) -> list[Record]:
-        archived = request.query_params.get("archived")
-        return [r for r in records if archived != "true"]
+        return self._listing(request, projects, self._project_record, "project")
 
     async def workspace_projects(self, request: Request, user: User) -> Response:
         """The projects of a workspace (names need not be unique)."""
         space = self._space(request.path_params["gid"])
-        return self._listing(request, self._archived_filter(request, self._projects_in(space)), "project")
+        return self._project_list(request, space)
 
     async def projects(self, request: Request, user: User) -> Response:
         """Projects, of one ``workspace`` when given."""
         wanted = request.query_params.get("workspace")
         space = self._space(wanted) if wanted else None
-        return self._listing(request, self._archived_filter(request, self._projects_in(space)), "project")
+        return self._project_list(request, space)
 
     async def project(self, request: Request, user: User) -> Response:
         """One project."""
@@ -451,7 +456,7 @@ class AsanaDialect(Dialect):
             if not (i.parent is not None and i.project == project.id)
             and (since is None or i.completed is None or i.completed >= since)
         ]
-        return self._listing(request, [self._task_record(i) for i in issues], "task")
+        return self._listing(request, issues, self._task_record, "task")
 
     async def project_tasks(self, request: Request, user: User) -> Response:
         """The tasks of a project (a task may be in several; subtasks only where added)."""
@@ -474,13 +479,12 @@ class AsanaDialect(Dialect):
     async def subtasks(self, request: Request, user: User) -> Response:
         """The subtasks of a task."""
         issue = self._task(request.path_params["gid"])
-        records = [self._task_record(i) for i in self.state.store.subtasks_of(issue.id)]
-        return self._listing(request, records, "task")
+        return self._listing(request, self.state.store.subtasks_of(issue.id), self._task_record, "task")
 
     async def task_projects(self, request: Request, user: User) -> Response:
         """The projects a task is in."""
         issue = self._task(request.path_params["gid"])
-        return self._listing(request, [self._project_record(p) for p in self._projects_of(issue)], "project")
+        return self._listing(request, self._projects_of(issue), self._project_record, "project")
 
     async def attachments(self, request: Request, user: User) -> Response:
         """``GET /attachments?parent=``: a task's attachments (a project's: none here)."""
@@ -490,12 +494,11 @@ class AsanaDialect(Dialect):
         store = self.state.store
         self._gid(parent, "parent")
         if parent in store.projects:
-            return self._listing(request, [], "attachment")
+            return self._listing(request, [], self._attachment_record, "attachment")
         issue = store.issues.get(parent)
         if issue is None:
             raise AsanaError(404, f"Unknown object: {parent}")
-        records = [self._attachment_record(a) for a in store.attachments_of(issue.id)]
-        return self._listing(request, records, "attachment")
+        return self._listing(request, store.attachments_of(issue.id), self._attachment_record, "attachment")
 
     def _attachment(self, gid: str) -> Attachment:
         attachment = self.state.store.attachments.get(self._gid(gid, "attachment"))

@@ -74,7 +74,8 @@ def _mac(signature: str) -> str:
 
 
 def _disposition(filename: str) -> str:
-    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+    # surrogateescape: a stored name may hold undecodable bytes (the seed's DEMO-3 does)
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='', errors='surrogateescape')}"
 
 
 def presigned_url(state: EmulatorState, attachment: Attachment) -> str:
