@@ -318,6 +318,22 @@ async def test_uploads_by_part_name_and_deletes(api: httpx.AsyncClient, asana_st
     assert (await api.delete(f"/attachments/{created['gid']}")).status_code == 404
 
 
+async def test_upload_name_from_filename_star_is_decoded_once(api: httpx.AsyncClient) -> None:
+    project = await demo_project(api)
+    task = await task_named(api, project, "Demo issue 5")
+    boundary = "asana-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="parent"\r\n\r\n{task}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        "filename=\"a%2541 r%C3%A9sum%C3%A9.txt\"; filename*=UTF-8''a%2541%20r%C3%A9sum%C3%A9.txt\r\n"
+        f"Content-Type: text/plain\r\n\r\nbytes\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = await api.post("/attachments", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["name"] == "a%41 résumé.txt"
+
+
 @pytest.mark.parametrize(
     ("form", "message"),
     [
