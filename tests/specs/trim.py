@@ -84,6 +84,25 @@ TRIMS = (
             "/api/media/{uuid}/": ("get",),
         },
     ),
+    Trim(
+        source="asana-oas.yaml",
+        target="asana-oas.json",
+        operations={
+            "/users/{user_gid}": ("get",),
+            "/workspaces": ("get",),
+            "/workspaces/{workspace_gid}": ("get",),
+            "/workspaces/{workspace_gid}/projects": ("get",),
+            "/projects": ("get",),
+            "/projects/{project_gid}": ("get",),
+            "/projects/{project_gid}/tasks": ("get",),
+            "/tasks": ("get",),
+            "/tasks/{task_gid}": ("get",),
+            "/tasks/{task_gid}/subtasks": ("get",),
+            "/tasks/{task_gid}/projects": ("get",),
+            "/attachments": ("get", "post"),
+            "/attachments/{attachment_gid}": ("get", "delete"),
+        },
+    ),
 )
 
 

@@ -62,9 +62,10 @@ def create_app(state: EmulatorState) -> Starlette:
 
 
 def create_media_app(state: EmulatorState) -> Starlette:
-    """The media origin that content redirects point to."""
+    """The media origin that content redirects point to (the dialect's own storage, if any)."""
+    own = state.dialect_type(state).media_routes()
     return Starlette(
-        routes=media_routes(state),
+        routes=media_routes(state) if own is None else own,
         middleware=[Middleware(RecorderMiddleware, state=state, origin="media", error=media_error)],
     )
 

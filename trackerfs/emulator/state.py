@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from trackerfs.emulator.dialects import dialect_class
+from trackerfs.emulator.dialects.base import DEFAULT_MEDIA_TTL
 from trackerfs.emulator.faults import Faults
 from trackerfs.emulator.options import EmulatorOptions
 from trackerfs.emulator.store import Store, User, user_for_login
 
-DEFAULT_MEDIA_TTL = 300.0
 #: The request log keeps this many of the newest entries.
 MAX_LOG_ENTRIES = 10_000
 #: Whose attachments the token's user may delete: anyone's, only its own, none.
@@ -168,7 +168,10 @@ class EmulatorState:
 
     def _initial_config(self) -> RuntimeConfig:
         return RuntimeConfig(
-            self.options.page_size, self.options.upload_limit, switches=dict(self.dialect_type.switches)
+            self.options.page_size,
+            self.options.upload_limit,
+            media_ttl=self.dialect_type.media_ttl,
+            switches=dict(self.dialect_type.switches),
         )
 
     @property

@@ -85,10 +85,10 @@ class Issue:
 
     ``number`` orders the issues of the home ``project`` and makes the key; ``key`` may
     be blank (Waldur). ``also_in`` lists further projects the issue is shown in (Asana),
-    ``aliases`` the keys it had before it was moved. ``closed`` marks a resolved issue, which
-    some vendors leave out of a listing unless asked (OpenProject's open-only default filter).
-    ``traits`` are vendor flags a dialect's seed sets and renders (Waldur's
-    ``destroy_is_available``); the store does not read them.
+    ``aliases`` the keys it had before it was moved, ``completed`` when it was done.
+    ``closed`` marks a resolved issue, which some vendors leave out of a listing unless
+    asked (OpenProject's open-only default filter). ``traits`` are vendor flags a dialect's
+    seed sets and renders (Waldur's ``destroy_is_available``); the store does not read them.
     """
 
     id: str
@@ -103,6 +103,8 @@ class Issue:
     aliases: list[str] = field(default_factory=list)
     closed: bool = False
     traits: dict[str, bool] = field(default_factory=dict)
+    #: when the issue was completed (Asana tasks, closed issues); ``None`` while open
+    completed: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,8 @@ class ReceivedPart:
     sha256: str = ""
     md5: str = ""
     value: bytearray = field(default_factory=bytearray)
+    #: the part's own headers, lower-cased names (a dialect may read more of them)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _decode_header(raw: bytes) -> str:
@@ -116,6 +118,7 @@ class _PartWriter:
                 filename=filename,
                 content_type=self._headers.get("content-type"),
                 path=path,
+                headers=self._headers,
             )
         )
 

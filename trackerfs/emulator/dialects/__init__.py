@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from trackerfs.emulator.dialects.asana import AsanaDialect
 from trackerfs.emulator.dialects.base import Dialect
 from trackerfs.emulator.dialects.jira import JiraDialect
 from trackerfs.emulator.dialects.openproject import OpenProjectDialect
@@ -12,7 +13,8 @@ from trackerfs.emulator.dialects.waldur import WaldurDialect
 from trackerfs.emulator.dialects.yandex import YandexDialect
 
 DIALECTS: dict[str, type[Dialect]] = {
-    dialect.name: dialect for dialect in (JiraDialect, OpenProjectDialect, WaldurDialect, YandexDialect)
+    dialect.name: dialect
+    for dialect in (JiraDialect, AsanaDialect, OpenProjectDialect, WaldurDialect, YandexDialect)
 }
 
 

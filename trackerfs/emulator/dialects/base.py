@@ -20,6 +20,9 @@ from starlette.routing import BaseRoute
 from trackerfs.emulator.seed import apply_seed
 from trackerfs.emulator.store import Issue, Kind, Store, User
 
+#: How long a signed content URL lives unless the dialect or ``/_emulator/config`` says otherwise.
+DEFAULT_MEDIA_TTL = 300.0
+
 if TYPE_CHECKING:
     from trackerfs.emulator.state import EmulatorState
 
@@ -37,6 +40,8 @@ class Dialect(ABC):
     range_support: ClassVar[bool] = True
     #: on/off switches of this vendor's behaviour, settable through ``/_emulator/config``
     switches: ClassVar[Mapping[str, bool]] = {}
+    #: seconds a signed content URL stays valid by default (Asana's: two minutes)
+    media_ttl: ClassVar[float] = DEFAULT_MEDIA_TTL
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
@@ -64,6 +69,11 @@ class Dialect(ABC):
         """Load seed ``name``: the shared one, which a vendor may extend with its own records
         (workspaces, blank keys, comments, link attachments) after calling this."""
         apply_seed(store, name)
+
+    def media_routes(self) -> list[BaseRoute] | None:
+        """The media origin's routes where the vendor's storage is not the shared media host
+        (Asana's S3-style pre-signed URLs); ``None`` serves the shared one."""
+        return None
 
     def upload_name(self, issue: Issue, requested: str) -> str:
         """The name the tracker stores an upload under (Waldur sanitises and dedupes)."""
