@@ -530,19 +530,25 @@ class HttpClient:
         profile: Profile,
         *,
         credentials: Credentials | Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+        describe_error: ErrorDescriber = describe_generic_error,
+        classify: AnswerClassifier | None = None,
+        location_ttl: float = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        **vendor: Any,
     ) -> HttpClient:
-        """A client for a profile: its URL, timeout, deadline, concurrency and CA file."""
+        """A client for `profile` (URL, timeout, deadline, concurrency, CA file) and a vendor."""
         return cls(
             profile.url,
             credentials=credentials,
-            transport=transport,
+            headers=headers,
+            describe_error=describe_error,
+            classify=classify,
+            location_ttl=location_ttl,
+            ca_file=profile.ca_file,
             timeout=profile.timeout,
             deadline=profile.deadline,
             max_concurrency=profile.max_concurrency,
-            ca_file=profile.ca_file,
-            **vendor,
+            transport=transport,
         )
 
     async def aclose(self) -> None:
