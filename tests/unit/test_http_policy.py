@@ -424,16 +424,17 @@ async def test_a_read_that_ran_out_of_time_is_not_waited_for_twice_at_once() -> 
 SIGNED = "https://media.example.com/file/1?token="
 
 
-class Router(httpx.AsyncBaseTransport):
-    """Answers each request with `route(request)`, keeping every request it saw."""
+class Router(httpx.MockTransport):
+    """httpx's MockTransport answering with `route(request)`, keeping every request it saw."""
 
     def __init__(self, route: Callable[[httpx.Request], httpx.Response]) -> None:
-        self.route = route
         self.requests: list[httpx.Request] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.route(request)
+        def handle(request: httpx.Request) -> httpx.Response:
+            self.requests.append(request)
+            return route(request)
+
+        super().__init__(handle)
 
     def hosts(self) -> list[str]:
         return [request.url.host for request in self.requests]
@@ -643,14 +644,14 @@ def openproject_like(answer: Answer) -> TrackerError | None:
 async def test_a_backend_classifies_its_vendors_error_bodies(
     classify: AnswerClassifier, answer: httpx.Response, kind: type[TrackerError], code: int
 ) -> None:
-    script = Script(answer)
+    router = Router(lambda request: answer)
     with pytest.raises(TrackerError) as caught:
-        await client_for(script, classify=classify).request("DELETE", "/api/support-attachments/ab12/")
+        await client_for(router, classify=classify).request("DELETE", "/api/support-attachments/ab12/")
     assert type(caught.value) is kind and caught.value.errno == code
     assert str(caught.value).startswith(
         f"DELETE https://jira.example.com/api/support-attachments/ab12/: {answer.status_code} "
     )
-    assert len(script.requests) == 1
+    assert len(router.requests) == 1
 
 
 async def test_a_classified_error_is_retried_only_when_it_is_temporary() -> None:
