@@ -797,3 +797,21 @@ async def test_a_refused_certificate_is_not_asked_again() -> None:
         await client_for(script).request("GET", "/rest/api/3/myself")
     assert caught.value.errno == errno.EHOSTUNREACH
     assert len(script.requests) == 1
+
+
+async def test_concurrent_401s_read_an_unchanged_token_source_once(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    command = f"sh -c 'echo run >> {runs}; echo same-iam-token'"
+    credentials = Credentials.from_secret(
+        SecretSource("command", command), lambda token: {"Authorization": f"Bearer {token}"}
+    )
+    client = client_for(Script(httpx.Response(401, json={"message": "expired"})), credentials=credentials)
+
+    async def refused() -> None:
+        with pytest.raises(AuthenticationError):
+            await client.request("GET", "/v2/myself")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(refused)
+    assert runs.read_text().count("run") == 2, "once at start, once for all five 401s"

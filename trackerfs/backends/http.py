@@ -91,6 +91,8 @@ DEFAULT_MAX_CONCURRENCY = 32
 #: waiting again: the kernel repeats a failed readahead at once as a read of one page, which
 #: would otherwise wait a whole deadline more, so one read() would take twice as long.
 STALL_MEMORY = 2.0
+#: Seconds after a token source gave nothing new before a 401 makes it read again.
+RENEW_PAUSE = 10.0
 #: Answers from a content location that mean "it expired or moved: resolve it again".
 STALE_LOCATION = frozenset({401, 403, 404, 410})
 
@@ -356,19 +358,28 @@ class _RereadCredentials(Credentials):
         self._secret = secret
         self._make = make
         self._lock = trio.Lock()
+        #: when reading the source last gave nothing new: until RENEW_PAUSE has passed,
+        #: the 401s of requests in flight with the same token do not run it again
+        self._unchanged_at: float | None = None
 
     async def renew(self, refused: Mapping[str, str]) -> bool:
         async with self._lock:
             if self._headers != refused:
                 return True  # another request renewed them while this one waited
+            now = trio.current_time()
+            if self._unchanged_at is not None and now - self._unchanged_at < RENEW_PAUSE:
+                return False
             try:
                 token = await trio.to_thread.run_sync(self._secret.read)
             except ConfigError as exc:
                 log.warning("cannot read the token again: %s", exc)
+                self._unchanged_at = now
                 return False
             fresh = dict(self._make(token))
             if fresh == self._headers:
+                self._unchanged_at = now
                 return False
+            self._unchanged_at = None
             log.info("the tracker refused the token; using the one its source gives now")
             _register_credentials(fresh)
             self._headers = fresh
