@@ -355,6 +355,7 @@ class ProfileKey:
 
     `kind` is matched exactly (`true` is no number, `10.0` no whole number); a float key
     also takes a whole number. `choices` limit a string; `low` and `high` bound a number.
+    `meaning` is told with a refused value, so the line says what the key is for.
     """
 
     kind: type[str] | type[int] | type[float] | type[bool]
@@ -430,7 +431,7 @@ def backend_options(profile: Profile, keys: Mapping[str, ProfileKey]) -> Backend
         value = profile.options.get(key, spec.default)
         problem = spec.check(value)
         if problem:
-            raise ConfigError(f"{where}: {key} {problem}")
+            raise ConfigError(f"{where}: {key} {problem} ({spec.meaning})")
         values[key] = value
     return BackendOptions(values)
 
