@@ -5,9 +5,13 @@ A profile names one tracker account and how to mount it::
     [profiles.work]
     tracker = "jira"
     url = "https://example.atlassian.net"
-    user = "me@example.com"
     token_env = "JIRA_API_TOKEN"      # or token_file = "…" or token_command = "…"
-    flavour = "cloud"                 # further keys belong to the backend
+    user = "me@example.com"           # further keys belong to the backend
+    flavour = "cloud"
+
+The general keys are read here; the keys of a backend are declared by it (`ProfileKey`s in
+its `profile_keys`) and checked by `backend_options`, so a key that neither knows is an
+error that names it, whichever side it was meant for.
 
 Secrets never come from the command line. A config or token file that others can read is
 refused, with the chmod that fixes it.
@@ -15,11 +19,14 @@ refused, with the chmod that fixes it.
 
 from __future__ import annotations
 
+import difflib
 import os
 import shlex
+import ssl
 import stat
 import subprocess
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,6 @@ GENERAL_KEYS = frozenset(
     {
         "tracker",
         "url",
-        "user",
         "token_env",
         "token_file",
         "token_command",
@@ -50,6 +56,8 @@ GENERAL_KEYS = frozenset(
         "timeout",
         "deadline",
         "max_concurrency",
+        "max_issues",
+        "ca_file",
     }
 )
 SECRET_KEYS = ("token_env", "token_file", "token_command")
@@ -150,7 +158,6 @@ class Profile:
     tracker: str
     url: str
     secret: SecretSource
-    user: str = ""
     cache: CacheSettings = field(default_factory=CacheSettings)
     spool_dir: Path | None = None
     cache_dir: Path | None = None
@@ -160,6 +167,11 @@ class Profile:
     deadline: float = DEFAULT_DEADLINE
     #: HTTP requests of one mount in flight at once
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    #: issues listed per project at most (0: all); issues left out still open by their key
+    max_issues: int = 0
+    #: a PEM file of certificate authorities trusted besides the usual ones (private CA)
+    ca_file: Path | None = None
+    #: the keys that are not general, for the backend to check (`backend_options`)
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -243,7 +255,6 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         tracker=tracker,
         url=url.rstrip("/"),
         secret=secret,
-        user=str(table.get("user", "")),
         cache=cache,
         spool_dir=Path(spool).expanduser() if spool else None,
         cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
@@ -252,6 +263,8 @@ def profile_from_table(name: str, table: dict[str, Any]) -> Profile:
         max_concurrency=_integer(
             table, "max_concurrency", DEFAULT_MAX_CONCURRENCY, where, MAX_CONCURRENCY_LIMIT
         ),
+        max_issues=_count(table, "max_issues", where),
+        ca_file=_ca_file(table, where),
         options={k: v for k, v in table.items() if k not in GENERAL_KEYS},
     )
 
@@ -297,3 +310,135 @@ def _number(table: dict[str, Any], key: str, default: float, where: str) -> floa
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{where}: {key} must be a non-negative number")
     return float(value)
+
+
+def _count(table: dict[str, Any], key: str, where: str) -> int:
+    value = table.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a whole number, 0 or more")
+    return value
+
+
+def _ca_file(table: dict[str, Any], where: str) -> Path | None:
+    """The private CA file, checked now: a mount must not start only to fail at its first TLS call."""
+    value = table.get("ca_file")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: ca_file must be the path of a PEM file")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{where}: ca_file {path} does not exist or is not a file")
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except ssl.SSLError:
+        raise ConfigError(f"{where}: ca_file {path} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: ca_file {path}: {exc.strerror or exc}") from None
+    return path
+
+
+# -- the keys of a backend -------------------------------------------------------------------
+
+#: How a user reads the type a key wants.
+TYPE_NAMES: dict[type, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileKey:
+    """One profile key a backend reads: its type, default, allowed values and meaning.
+
+    `kind` is matched exactly (`true` is no number, `10.0` no whole number); a float key
+    also takes a whole number. `choices` limit a string; `low` and `high` bound a number.
+    `meaning` is told with a refused value, so the line says what the key is for.
+    """
+
+    kind: type[str] | type[int] | type[float] | type[bool]
+    default: str | int | float | bool
+    meaning: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, value: Any) -> str | None:
+        """Why `value` is not acceptable for this key, or None."""
+        matches = type(value) is self.kind or (self.kind is float and type(value) is int)
+        if not matches:
+            return f"must be {TYPE_NAMES[self.kind]}"
+        if self.choices and value not in self.choices:
+            return "must be one of " + ", ".join(f'"{choice}"' for choice in self.choices)
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            return self._bounds()
+        return None
+
+    def _bounds(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"must be from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"must be {self.low:g} or more"
+        return f"must be {self.high:g} or less"
+
+
+class BackendOptions:
+    """A backend's keys of one profile, checked, with the defaults of those not given."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def text(self, key: str) -> str:
+        """A string key."""
+        value = self._values[key]
+        assert isinstance(value, str)
+        return value
+
+    def whole(self, key: str) -> int:
+        """A whole-number key."""
+        value = self._values[key]
+        assert isinstance(value, int) and not isinstance(value, bool)
+        return value
+
+    def flag(self, key: str) -> bool:
+        """A true-or-false key."""
+        value = self._values[key]
+        assert isinstance(value, bool)
+        return value
+
+    def number(self, key: str) -> float:
+        """A number key."""
+        value = self._values[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value)
+
+
+def backend_options(profile: Profile, keys: Mapping[str, ProfileKey]) -> BackendOptions:
+    """Check the profile's backend keys against what the backend declares.
+
+    A key that is neither general nor the backend's is an error that names it and, when
+    one is close, the known key it was probably meant to be (`metdata_ttl`).
+    """
+    where = f"profile {profile.name!r}"
+    for key in sorted(profile.options):
+        if key not in keys:
+            hint = _hint(key, keys)
+            raise ConfigError(f"{where}: unknown key {key!r} for tracker {profile.tracker!r}{hint}")
+    values: dict[str, Any] = {}
+    for key, spec in keys.items():
+        value = profile.options.get(key, spec.default)
+        problem = spec.check(value)
+        if problem:
+            raise ConfigError(f"{where}: {key} {problem} ({spec.meaning})")
+        values[key] = value
+    return BackendOptions(values)
+
+
+def _hint(key: str, backend_keys: Iterable[str]) -> str:
+    known = sorted(GENERAL_KEYS | set(backend_keys))
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known keys: {', '.join(known)})"

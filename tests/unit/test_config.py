@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.support.mount import write_config
-from trackerfs.backends import make_tracker
-from trackerfs.config import SecretSource, load_profile, profile_from_table
+from trackerfs.backends import REGISTRY, make_tracker
+from trackerfs.config import GENERAL_KEYS, SecretSource, backend_options, load_profile, profile_from_table
 from trackerfs.errors import ConfigError
 from trackerfs.logsetup import MASK, RedactingFormatter
 
@@ -31,8 +32,9 @@ def test_a_valid_profile(tmp_path: Path) -> None:
     profile = load_profile(path, "work")
     assert profile.url == "https://x.atlassian.net"
     assert profile.cache.metadata_ttl == 5.0
-    assert profile.options == {"flavour": "cloud"}
+    assert profile.options == {"user": "me@x", "flavour": "cloud"}, "user is Jira's key, not a general one"
     assert (profile.timeout, profile.deadline, profile.max_concurrency) == (30.0, 30.0, 32)
+    assert (profile.max_issues, profile.ca_file) == (0, None)
 
 
 def test_http_limits_are_general_keys(tmp_path: Path) -> None:
@@ -47,7 +49,12 @@ def test_http_limits_are_general_keys(tmp_path: Path) -> None:
         ("max_issues", True, "max_issues must be a whole number"),
         ("page_size", False, "page_size must be a whole number"),
         ("max_issues", 1.5, "max_issues must be a whole number"),
+        ("max_issues", -1, "max_issues must be a whole number, 0 or more"),
         ("jql", 3, "jql must be a string"),
+        ("page_size", 0, "page_size must be from 1 to 1000"),
+        ("page_size", 1001, "page_size must be from 1 to 1000"),
+        ("flavour", "server", 'flavour must be one of "cloud", "datacenter"'),
+        ("download", "proxy", 'download must be one of "direct", "redirect"'),
     ],
 )
 def test_a_backend_option_of_the_wrong_type_is_a_config_error(
@@ -124,3 +131,61 @@ def test_secrets_never_reach_a_log_line(monkeypatch: pytest.MonkeyPatch) -> None
         record = logging.LogRecord("t", logging.ERROR, __file__, 1, "using %s", (secret,), sys.exc_info())
     text = formatter.format(record)
     assert secret not in text and MASK in text
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("flavor", "unknown key 'flavor' for tracker 'jira' (did you mean 'flavour'?)"),
+        ("metdata_ttl", "unknown key 'metdata_ttl' for tracker 'jira' (did you mean 'metadata_ttl'?)"),
+        ("max_isues", "unknown key 'max_isues' for tracker 'jira' (did you mean 'max_issues'?)"),
+        ("zzz", "unknown key 'zzz' for tracker 'jira' (known keys: attr_timeout, auth, "),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_closest_known_one(
+    monkeypatch: pytest.MonkeyPatch, key: str, message: str
+) -> None:
+    monkeypatch.setenv("TRACKERFS_UNIT_TOKEN", "t0ken")
+    table = {"tracker": "jira", "url": "http://x", "token_env": "TRACKERFS_UNIT_TOKEN", "user": "u", key: 1}
+    with pytest.raises(ConfigError) as caught:
+        make_tracker(profile_from_table("p", table))
+    assert str(caught.value).startswith(f"profile 'p': {message}")
+
+
+def test_user_belongs_to_the_backends_that_declare_it() -> None:
+    profile = profile_from_table("p", {"tracker": "other", "url": "http://x", "token_env": "T", "user": "me"})
+    with pytest.raises(ConfigError, match="unknown key 'user' for tracker 'other'"):
+        backend_options(profile, {})
+    assert "user" not in GENERAL_KEYS and "user" in REGISTRY["jira"].profile_keys
+
+
+def test_backend_keys_get_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKERFS_UNIT_TOKEN", "t0ken")
+    profile = profile_from_table(
+        "p", {"tracker": "jira", "url": "http://x", "token_env": "TRACKERFS_UNIT_TOKEN", "user": "u"}
+    )
+    options = backend_options(profile, REGISTRY["jira"].profile_keys)
+    assert (options.text("flavour"), options.whole("page_size"), options.text("jql")) == ("cloud", 100, "")
+
+
+def test_a_ca_file_must_hold_a_certificate(tmp_path: Path) -> None:
+    table = {"tracker": "jira", "url": "https://x", "token_env": "T", "ca_file": str(tmp_path / "none.pem")}
+    with pytest.raises(ConfigError, match=r"ca_file .*none.pem does not exist"):
+        profile_from_table("p", table)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"ca_file .*junk.pem holds no PEM certificate"):
+        profile_from_table("p", {**table, "ca_file": str(tmp_path / "junk.pem")})
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    assert (
+        profile_from_table("p", {**table, "ca_file": str(tmp_path / "ca.pem")}).ca_file == tmp_path / "ca.pem"
+    )
+
+
+def test_the_configuration_doc_describes_every_key() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in doc.splitlines() if line.startswith("| `")}
+    missing = set(GENERAL_KEYS) - rows
+    for backend in REGISTRY.values():
+        missing |= {key for key in backend.profile_keys if key not in rows}
+    assert not missing, f"keys not in docs/configuration.md: {sorted(missing)}"

@@ -5,15 +5,21 @@ from __future__ import annotations
 import base64
 import errno
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from trackerfs.backends.http import (
+    Answer,
+    AnswerClassifier,
+    ContentLocation,
+    Credentials,
     HttpClient,
     RetryPolicy,
     connect_reason,
@@ -22,16 +28,23 @@ from trackerfs.backends.http import (
     loggable,
     origin_of,
     parse_retry_after,
+    tls_context,
+    wide_read_transport,
 )
+from trackerfs.backends.jira import classify_answer as jira_answer
+from trackerfs.config import SecretSource
 from trackerfs.errors import (
     AuthenticationError,
+    BadRequestError,
     BadResponseError,
     NotFoundError,
+    NotPermittedError,
     OutcomeUnknownError,
     PermissionDeniedError,
     RateLimitedError,
     TemporaryError,
     TooLargeError,
+    TrackerError,
     TrackerTimeoutError,
 )
 from trackerfs.logsetup import MASK, add_secret
@@ -68,16 +81,27 @@ def test_status_maps_to_error(status: int, kind: type) -> None:
     assert type(error_for_status(status, "x")) is kind
 
 
-def test_credentials_go_only_to_the_trackers_origin() -> None:
-    client = HttpClient("https://jira.example.com/base", auth_headers={"Authorization": "Basic s3cret"})
-    assert client._headers_for("https://jira.example.com/rest/api/3/myself", None)["Authorization"]
-    assert client._headers_for("https://jira.example.com:443/x", None)["Authorization"]
-    for other in (
-        "https://media.example.com/file",
-        "http://jira.example.com/x",
-        "https://jira.example.com:8443/x",
-    ):
-        assert "Authorization" not in client._headers_for(other, None), other
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://jira.example.com/rest/api/3/myself", True),
+        ("https://jira.example.com:443/x", True),
+        ("https://media.example.com/file", False),
+        ("http://jira.example.com/x", False),
+        ("https://jira.example.com:8443/x", False),
+    ],
+)
+async def test_credentials_and_api_headers_go_only_to_the_trackers_origin(url: str, sent: bool) -> None:
+    script = Script(httpx.Response(200, content=b"ok"))
+    client = HttpClient(
+        "https://jira.example.com/base",
+        credentials={"Authorization": "Basic s3cret"},
+        headers={"X-Org-ID": "42"},
+        transport=script,
+    )
+    await client.request("GET", url)
+    headers = script.requests[0].headers
+    assert ("Authorization" in headers, "X-Org-ID" in headers) == (sent, sent)
 
 
 def test_foreign_urls_lose_their_query_in_logs() -> None:
@@ -159,9 +183,9 @@ def client_for(
     transport: httpx.AsyncBaseTransport, clock: FakeClock | None = None, **options: Any
 ) -> HttpClient:
     clock = clock or FakeClock()
+    options.setdefault("credentials", {"Authorization": "Bearer s3cret-token"})
     return HttpClient(
         "https://jira.example.com",
-        auth_headers={"Authorization": "Bearer s3cret-token"},
         transport=transport,
         sleep=clock.sleep,
         clock=clock,
@@ -341,7 +365,7 @@ class Gate(httpx.AsyncBaseTransport):
 
 async def test_at_most_max_concurrency_requests_are_in_flight() -> None:
     gate = Gate()
-    client = HttpClient("https://jira.example.com", auth_headers={}, transport=gate, max_concurrency=2)
+    client = HttpClient("https://jira.example.com", credentials={}, transport=gate, max_concurrency=2)
     async with trio.open_nursery() as nursery:
         for n in range(5):
             nursery.start_soon(client.request, "GET", f"/x/{n}")
@@ -359,7 +383,7 @@ async def test_an_error_body_that_echoes_the_credentials_is_masked() -> None:
     encoded = base64.b64encode(b"me@example.com:s3cret-token").decode()
     script = Script(httpx.Response(401, json={"errorMessages": [f"bad token s3cret-token ({encoded})"]}))
     client = HttpClient(
-        "https://jira.example.com", auth_headers={"Authorization": f"Basic {encoded}"}, transport=script
+        "https://jira.example.com", credentials={"Authorization": f"Basic {encoded}"}, transport=script
     )
     with pytest.raises(AuthenticationError) as caught:
         await client.request("GET", "/myself")
@@ -393,3 +417,401 @@ async def test_a_read_that_ran_out_of_time_is_not_waited_for_twice_at_once() -> 
     with pytest.raises(TrackerTimeoutError):
         await client.request("GET", "/attachment/content/1")
     assert len(stalled.timeouts) == 2 * asked
+
+
+# -- content that expires or moves -----------------------------------------------------------
+
+SIGNED = "https://media.example.com/file/1?token="
+
+
+class Router(httpx.MockTransport):
+    """httpx's MockTransport answering with `route(request)`, keeping every request it saw."""
+
+    def __init__(self, route: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.requests: list[httpx.Request] = []
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            self.requests.append(request)
+            return route(request)
+
+        super().__init__(handle)
+
+    def hosts(self) -> list[str]:
+        return [request.url.host for request in self.requests]
+
+
+class SignedMedia:
+    """A tracker that redirects content to a media host whose signed URLs expire.
+
+    Each redirect signs a new token; the media host takes only tokens not yet expired.
+    """
+
+    def __init__(self) -> None:
+        self.issued = 0
+        self.valid: set[str] = set()
+
+    def sign(self) -> str:
+        self.issued += 1
+        token = f"t{self.issued}"
+        self.valid.add(token)
+        return token
+
+    def expire_all(self) -> None:
+        self.valid.clear()
+
+    def route(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "jira.example.com":
+            return httpx.Response(303, headers={"Location": SIGNED + self.sign()})
+        if "Authorization" in request.headers:
+            return httpx.Response(403, json={"error": "credentials on the media host"})
+        if request.url.params.get("token") not in self.valid:
+            return httpx.Response(401, json={"error": "expired token"})
+        return httpx.Response(
+            206, headers={"Content-Range": "bytes 0-4/5"}, stream=httpx.ByteStream(b"bytes")
+        )
+
+
+async def read_range(client: HttpClient, source: Any) -> bytes:
+    async with client.stream_range(source, 0, 5) as chunks:
+        return b"".join([chunk async for chunk in chunks])
+
+
+async def test_a_redirect_target_is_reused_for_the_backends_ttl_only() -> None:
+    media = SignedMedia()
+    router = Router(media.route)
+    clock = FakeClock()
+    client = client_for(router, clock, location_ttl=30.0)
+    assert await read_range(client, "/attachment/content/1") == b"bytes"
+    assert await read_range(client, "/attachment/content/1") == b"bytes"
+    assert router.hosts() == ["jira.example.com", "media.example.com", "media.example.com"]
+    clock.now += 31
+    assert await read_range(client, "/attachment/content/1") == b"bytes"
+    assert router.hosts()[3:] == ["jira.example.com", "media.example.com"]
+
+
+async def test_without_a_location_ttl_every_read_asks_the_tracker() -> None:
+    media = SignedMedia()
+    router = Router(media.route)
+    client = client_for(router)
+    for _ in range(2):
+        assert await read_range(client, "/attachment/content/1") == b"bytes"
+    assert router.hosts() == ["jira.example.com", "media.example.com"] * 2
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
+async def test_an_expired_target_is_asked_for_again_once(status: int) -> None:
+    media = SignedMedia()
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "media.example.com" and request.url.params.get("token") not in media.valid:
+            return httpx.Response(status)
+        return media.route(request)
+
+    router = Router(route)
+    client = client_for(router, location_ttl=30.0)
+    assert await read_range(client, "/attachment/content/1") == b"bytes"
+    media.expire_all()
+    assert await read_range(client, "/attachment/content/1") == b"bytes"
+    assert router.hosts()[2:] == ["media.example.com", "jira.example.com", "media.example.com"]
+    assert all("Authorization" not in r.headers for r in router.requests if r.url.host != "jira.example.com")
+
+
+async def test_a_foreign_origin_that_keeps_refusing_gets_one_fresh_location() -> None:
+    router = Router(
+        lambda request: (
+            httpx.Response(303, headers={"Location": SIGNED + "x"})
+            if request.url.host == "jira.example.com"
+            else httpx.Response(403, json={"error": "no"})
+        )
+    )
+    with pytest.raises(PermissionDeniedError):
+        await read_range(client_for(router, location_ttl=30.0), "/attachment/content/1")
+    assert router.hosts() == ["jira.example.com", "media.example.com"] * 2
+
+
+class DownloadUrls:
+    """An Asana-like tracker: the attachment record names a signed URL on another host."""
+
+    def __init__(self) -> None:
+        self.media = SignedMedia()
+
+    def route(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "jira.example.com":
+            return httpx.Response(200, json={"data": {"download_url": SIGNED + self.media.sign()}})
+        return self.media.route(request)
+
+
+def download_url_of(client: HttpClient, gid: str) -> ContentLocation:
+    async def resolve() -> str:
+        record = await client.get_json(f"/api/1.0/attachments/{gid}", params={"opt_fields": "download_url"})
+        return str(record["data"]["download_url"])
+
+    return ContentLocation(f"attachment {gid}", resolve)
+
+
+async def test_a_content_location_is_resolved_on_demand_and_again_when_it_expired() -> None:
+    tracker = DownloadUrls()
+    router = Router(tracker.route)
+    client = client_for(router, location_ttl=100.0)
+    location = download_url_of(client, "1201")
+    assert await read_range(client, location) == b"bytes"
+    assert await read_range(client, location) == b"bytes"
+    assert router.hosts() == ["jira.example.com", "media.example.com", "media.example.com"]
+    tracker.media.expire_all()
+    assert await read_range(client, location) == b"bytes"
+    assert router.hosts()[3:] == ["media.example.com", "jira.example.com", "media.example.com"]
+    for request in router.requests:
+        assert ("Authorization" in request.headers) == (request.url.host == "jira.example.com")
+
+
+async def test_resolving_a_location_needs_no_second_connection_place() -> None:
+    tracker = DownloadUrls()
+    client = client_for(Router(tracker.route), location_ttl=100.0, max_concurrency=1)
+    with trio.fail_after(10):  # a resolve waiting for the place its own read holds never ends
+        assert await read_range(client, download_url_of(client, "1201")) == b"bytes"
+
+
+def test_a_vendor_url_moves_onto_the_trackers_own_origin() -> None:
+    client = HttpClient("https://jira.example.com/jira", credentials={})
+    assert (
+        client.on_own_origin("http://jira-internal:8080/jira/secure/attachment/7/a%20b.pdf")
+        == "https://jira.example.com/jira/secure/attachment/7/a%20b.pdf"
+    )
+    assert (
+        client.on_own_origin("http://10.0.0.5/secure/attachment/7/x?v=2")
+        == "https://jira.example.com/jira/secure/attachment/7/x?v=2"
+    )
+    assert (
+        HttpClient("https://h.example", credentials={}).on_own_origin("http://i/a/b")
+        == "https://h.example/a/b"
+    )
+
+
+# -- what a vendor's answers mean --------------------------------------------------------------
+
+
+def waldur_like(answer: Answer) -> TrackerError | None:
+    """Waldur refuses a delete its support backend does not allow with a bare JSON list."""
+    if answer.status == 400 and answer.json() == ["Destroying is not available."]:
+        return NotPermittedError(answer.message, status=400)
+    return None
+
+
+def openproject_like(answer: Answer) -> TrackerError | None:
+    """OpenProject says "too large" as a 422 constraint violation."""
+    body = answer.json()
+    if answer.status == 422 and isinstance(body, dict) and "File is too large" in str(body.get("message")):
+        return TooLargeError(answer.message, status=422)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("classify", "answer", "kind", "code"),
+    [
+        (
+            waldur_like,
+            httpx.Response(400, json=["Destroying is not available."]),
+            NotPermittedError,
+            errno.EPERM,
+        ),
+        (
+            waldur_like,
+            httpx.Response(400, json={"issue": ["Invalid hyperlink"]}),
+            BadRequestError,
+            errno.EINVAL,
+        ),
+        (
+            openproject_like,
+            httpx.Response(
+                422,
+                json={
+                    "_type": "Error",
+                    "errorIdentifier": "urn:openproject-org:api:v3:errors:PropertyConstraintViolation",
+                    "message": "File is too large (maximum size is 5242880 Bytes).",
+                },
+            ),
+            TooLargeError,
+            errno.EFBIG,
+        ),
+        (
+            openproject_like,
+            httpx.Response(422, json={"message": "Subject can't be blank."}),
+            BadRequestError,
+            errno.EINVAL,
+        ),
+    ],
+)
+async def test_a_backend_classifies_its_vendors_error_bodies(
+    classify: AnswerClassifier, answer: httpx.Response, kind: type[TrackerError], code: int
+) -> None:
+    router = Router(lambda request: answer)
+    with pytest.raises(TrackerError) as caught:
+        await client_for(router, classify=classify).request("DELETE", "/api/support-attachments/ab12/")
+    assert type(caught.value) is kind and caught.value.errno == code
+    assert str(caught.value).startswith(
+        f"DELETE https://jira.example.com/api/support-attachments/ab12/: {answer.status_code} "
+    )
+    assert len(router.requests) == 1
+
+
+async def test_a_classified_error_is_retried_only_when_it_is_temporary() -> None:
+    def maintenance(answer: Answer) -> TrackerError | None:
+        return NotPermittedError(answer.message, status=503) if answer.status == 503 else None
+
+    script = Script(httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(200, content=b"ok"))
+    with pytest.raises(NotPermittedError):
+        await client_for(script, classify=maintenance).request("GET", "/x")
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_jiras_login_page_redirect_is_refused_credentials(method: str) -> None:
+    script = Script(
+        httpx.Response(302, headers={"Location": "/login.jsp?permissionViolation=true&os_destination=x"})
+    )
+    with pytest.raises(AuthenticationError, match="login page") as caught:
+        await client_for(script, classify=jira_answer).request(method, "/rest/api/2/myself")
+    assert caught.value.errno == errno.EACCES
+    assert len(script.requests) == 1, "the login page itself is never fetched"
+
+
+async def test_jiras_anonymous_200_after_a_refused_login_is_refused_credentials() -> None:
+    script = Script(httpx.Response(200, headers={"X-Seraph-LoginReason": "AUTHENTICATED_FAILED"}, json={}))
+    with pytest.raises(AuthenticationError, match="refused"):
+        await client_for(script, classify=jira_answer).request("GET", "/rest/api/2/myself")
+    script = Script(httpx.Response(200, headers={"X-Seraph-LoginReason": "OK"}, json={"name": "me"}))
+    assert (await client_for(script, classify=jira_answer).get_json("/rest/api/2/myself")) == {"name": "me"}
+
+
+async def test_jiras_413_says_which_limits_it_stands_for() -> None:
+    script = Script(httpx.Response(413, json={"errorMessages": ["too big"]}))
+    with pytest.raises(TooLargeError, match=r"too big.*limit"):
+        await client_for(script, classify=jira_answer).request("POST", "/rest/api/3/issue/A-1/attachments")
+
+
+# -- credentials that expire -------------------------------------------------------------------
+
+
+class Rotating(Credentials):
+    """Credentials whose token a renewal replaces with the next one."""
+
+    def __init__(self, *tokens: str) -> None:
+        super().__init__({"Authorization": f"Bearer {tokens[0]}"})
+        self.tokens = list(tokens[1:])
+        self.asked = 0
+
+    async def headers(self) -> Mapping[str, str]:
+        self.asked += 1
+        return await super().headers()
+
+    async def renew(self, refused: Mapping[str, str]) -> bool:
+        if not self.tokens:
+            return False
+        self._headers = {"Authorization": f"Bearer {self.tokens.pop(0)}"}
+        return True
+
+
+async def test_credentials_are_asked_before_each_request_and_renewed_once_after_a_401() -> None:
+    credentials = Rotating("old-iam-token", "new-iam-token", "newer-iam-token")
+    script = Script(httpx.Response(401, json={"message": "expired"}), httpx.Response(200, json={"ok": 1}))
+    client = client_for(script, credentials=credentials)
+    assert await client.get_json("/v2/myself") == {"ok": 1}
+    assert [r.headers["Authorization"] for r in script.requests] == [
+        "Bearer old-iam-token",
+        "Bearer new-iam-token",
+    ]
+    assert credentials.asked == 2
+    script.steps = [httpx.Response(401, json={"message": "expired"})]
+    with pytest.raises(AuthenticationError):
+        await client.get_json("/v2/myself")
+    assert len(script.requests) == 4, "one renewal per call, then the 401 stands"
+
+
+async def test_a_401_with_fixed_credentials_is_not_repeated() -> None:
+    script = Script(httpx.Response(401, json={"message": "no"}), httpx.Response(200))
+    with pytest.raises(AuthenticationError):
+        await client_for(script).request("POST", "/upload", json={})
+    assert len(script.requests) == 1
+
+
+async def test_a_401_from_a_foreign_origin_never_renews_credentials() -> None:
+    credentials = Rotating("a-token-1234", "b-token-1234")
+    router = Router(
+        lambda request: (
+            httpx.Response(303, headers={"Location": SIGNED + "x"})
+            if request.url.host == "jira.example.com"
+            else httpx.Response(401)
+        )
+    )
+    with pytest.raises(AuthenticationError):
+        await read_range(client_for(router, credentials=credentials), "/attachment/content/1")
+    assert credentials.tokens == ["b-token-1234"]
+
+
+async def test_a_token_command_is_run_again_after_a_401(tmp_path: Path) -> None:
+    current = tmp_path / "token"
+    current.write_text("first-iam-token\n")
+    secret = SecretSource("command", f"cat {current}")
+    credentials = Credentials.from_secret(secret, lambda token: {"Authorization": f"Bearer {token}"})
+    current.write_text("second-iam-token\n")
+    script = Script(
+        httpx.Response(401, json={"message": "token first-iam-token expired"}),
+        httpx.Response(401, json={"message": "token second-iam-token refused"}),
+    )
+    with pytest.raises(AuthenticationError) as caught:
+        await client_for(script, credentials=credentials).request("GET", "/v2/myself")
+    assert [r.headers["Authorization"] for r in script.requests] == [
+        "Bearer first-iam-token",
+        "Bearer second-iam-token",
+    ]
+    assert "second-iam-token" not in str(caught.value), "a renewed token is masked like the first"
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+
+def test_the_fast_read_transport_verifies_with_the_private_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = tls_context(ca_file)
+    subjects = [dict(item[0] for item in cert["subject"]) for cert in context.get_ca_certs()]
+    assert any("trustme" in subject.get("organizationName", "") for subject in subjects)
+    transport = wide_read_transport(httpx.Limits(), context)
+    assert transport._pool._ssl_context is context
+
+
+def certificate_refused() -> httpx.ConnectError:
+    try:
+        try:
+            raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+        except ssl.SSLCertVerificationError as inner:
+            raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]") from inner
+    except httpx.ConnectError as exc:
+        return exc
+
+
+async def test_a_refused_certificate_is_not_asked_again() -> None:
+    script = Script(certificate_refused(), httpx.Response(200))
+    with pytest.raises(TrackerError, match="TLS certificate not accepted") as caught:
+        await client_for(script).request("GET", "/rest/api/3/myself")
+    assert caught.value.errno == errno.EHOSTUNREACH
+    assert len(script.requests) == 1
+
+
+async def test_concurrent_401s_read_an_unchanged_token_source_once(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    command = f"sh -c 'echo run >> {runs}; echo same-iam-token'"
+    credentials = Credentials.from_secret(
+        SecretSource("command", command), lambda token: {"Authorization": f"Bearer {token}"}
+    )
+    client = client_for(Script(httpx.Response(401, json={"message": "expired"})), credentials=credentials)
+
+    async def refused() -> None:
+        with pytest.raises(AuthenticationError):
+            await client.request("GET", "/v2/myself")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(refused)
+    assert runs.read_text().count("run") == 2, "once at start, once for all five 401s"

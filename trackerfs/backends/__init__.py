@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import httpx
 
 from trackerfs.backends.base import Tracker
 from trackerfs.backends.jira import JiraTracker
-from trackerfs.config import Profile
+from trackerfs.config import BackendOptions, Profile, ProfileKey, backend_options
 from trackerfs.errors import ConfigError
 
-BackendFactory = Callable[..., Tracker]
+
+class Backend(Protocol):
+    """A backend class: the keys it reads from a profile, and its constructor."""
+
+    name: str
+    profile_keys: Mapping[str, ProfileKey]
+
+    def __call__(
+        self, profile: Profile, options: BackendOptions, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Tracker: ...
+
 
 #: tracker name in a profile → backend class
-REGISTRY: dict[str, BackendFactory] = {
+REGISTRY: dict[str, Backend] = {
     JiraTracker.name: JiraTracker,
 }
 
 
 def make_tracker(profile: Profile, *, transport: httpx.AsyncBaseTransport | None = None) -> Tracker:
-    """The backend a profile names; ConfigError for an unknown tracker or bad options."""
+    """The backend a profile names, its keys checked; ConfigError for an unknown tracker or key."""
     try:
-        factory = REGISTRY[profile.tracker]
+        backend = REGISTRY[profile.tracker]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
         raise ConfigError(
             f"profile {profile.name!r}: unknown tracker {profile.tracker!r} (known: {known})"
         ) from None
-    return factory(profile, transport=transport)
+    return backend(profile, backend_options(profile, backend.profile_keys), transport=transport)
 
 
 @asynccontextmanager

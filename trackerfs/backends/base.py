@@ -8,10 +8,11 @@ inodes, file handles or errno values.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import BinaryIO, ClassVar
 
+from trackerfs.config import ProfileKey
 from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
 
 #: Opens a fresh binary file positioned at 0 holding an upload's bytes (called per attempt).
@@ -26,6 +27,9 @@ class Tracker(ABC):
     #: What this tracker calls its projects and issues, for messages.
     project_noun: ClassVar[str] = "project"
     issue_noun: ClassVar[str] = "issue"
+    #: The profile keys this backend reads besides the general ones, checked before it is
+    #: built; the checked values reach its constructor as `BackendOptions`.
+    profile_keys: ClassVar[Mapping[str, ProfileKey]] = {}
 
     @abstractmethod
     async def check_account(self) -> Account:

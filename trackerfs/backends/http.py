@@ -3,10 +3,20 @@
 This is the only module that sees httpx exceptions and HTTP status codes; it turns them
 into `trackerfs.errors.TrackerError` subclasses once, here.
 
-Credentials are attached per request, and only when the request goes to the tracker's own
-origin (scheme, host and port of its base URL). Redirects are followed by hand so that a
-redirect to a media host or a pre-signed store never carries them, and only for GET and
-HEAD: a redirect answered to anything else is an error, never a success.
+Credentials (a `Credentials`, asked before each request and renewed once after a 401) and
+the vendor's API headers are attached per request, and only when the request goes to the
+tracker's own origin (scheme, host and port of its base URL). Redirects are followed by
+hand so that a redirect to a media host or a pre-signed store never carries them, and only
+for GET and HEAD: a redirect answered to anything else is an error, never a success.
+
+Where the bytes of a resource are may change: a signed redirect target, or a location the
+backend resolves from the vendor's record (`ContentLocation`, Asana's `download_url`).
+Such a location is reused for the backend's `location_ttl` at most, and a 401, 403, 404
+or 410 from it (or from any other origin) gets one more try with a fresh one.
+
+What a vendor's answers mean beyond their status (an error body, a redirect to a login
+page) is the backend's to say, through one hook (`AnswerClassifier`); the status table
+`error_for_status` covers the rest.
 
 One call (`request`, `stream_range`) is a series of attempts bounded together by one
 deadline. An attempt is the request, its redirects and, for `request`, reading the whole
@@ -17,7 +27,8 @@ repeated:
   always;
 - a request declared idempotent (by default GET, HEAD, OPTIONS, PUT, DELETE; a search sent
   as POST may say so) after a lost answer, a timeout or 500/502/504;
-- any request after 429 or 503 (the tracker did not act on it);
+- any request after 429 or 503 (the tracker did not act on it), or after a 401 that
+  renewed credentials or a stale location that was resolved again (once each);
 - nothing else: a request that is not idempotent and may have been carried out while its
   answer was lost raises OutcomeUnknownError, so its sender can check what happened.
 """
@@ -33,6 +44,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -43,10 +55,12 @@ from cachetools import TTLCache
 
 from trackerfs import __version__
 from trackerfs.backends.multipart import MultipartBody
+from trackerfs.config import Profile, SecretSource
 from trackerfs.errors import (
     AuthenticationError,
     BadRequestError,
     BadResponseError,
+    ConfigError,
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
@@ -73,15 +87,19 @@ FOLLOWING_METHODS = frozenset({"GET", "HEAD"})
 MAX_REDIRECTS = 5
 #: Connections of one mount in flight at once, unless the profile says otherwise.
 DEFAULT_MAX_CONCURRENCY = 32
-#: How long a redirect target (a signed download URL) is reused before asking again;
-#: well inside the validity of the signed URLs trackers hand out (minutes).
-REDIRECT_TTL = 30.0
 #: How long the next GET of a resource whose call ran out of time fails at once instead of
 #: waiting again: the kernel repeats a failed readahead at once as a read of one page, which
 #: would otherwise wait a whole deadline more, so one read() would take twice as long.
 STALL_MEMORY = 2.0
-#: Answers from a remembered redirect target that mean "ask the tracker again".
-STALE_REDIRECT = frozenset({401, 403, 404, 410})
+#: Seconds after a token source gave nothing new before a 401 makes it read again.
+RENEW_PAUSE = 10.0
+#: Answers from a content location that mean "it expired or moved: resolve it again".
+STALE_LOCATION = frozenset({401, 403, 404, 410})
+
+#: OpenSSL's verify codes for a certificate whose issuer is not trusted here (unknown
+#: issuer, self-signed, a self-signed root in the chain): what a private CA looks like.
+UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20})
+UNTRUSTED_HINT = " (not signed by an authority trusted here; a private CA goes in the profile's ca_file)"
 
 ErrorDescriber = Callable[[httpx.Response], str]
 #: Bytes asked of the socket per read. httpcore asks for 64 KiB; a content stream then
@@ -139,15 +157,31 @@ class _WideReadBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def wide_read_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """What every connection of a client verifies against: httpx's roots, plus a private CA.
+
+    The private CA is added, not substituted: a tracker on premises may still redirect
+    downloads to a public store.
+    """
+    context = httpx.create_ssl_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"ca_file {ca_file} cannot be used: {exc}") from None
+    return context
+
+
+def wide_read_transport(limits: httpx.Limits, context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
     """httpx's own transport over a connection pool whose streams read wide.
 
     httpx does not take a network backend, so its pool is replaced by an equivalent
-    one that has ours (proxies from the environment are still mounted by the client).
+    one that has ours, with the client's TLS context (proxies from the environment are
+    still mounted by the client, with the same context).
     """
-    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
@@ -283,6 +317,129 @@ class _SentBody(httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
+class Credentials:
+    """The headers that say who the client is; they go to the tracker's own origin only.
+
+    This class keeps one fixed set. Where tokens expire (IAM tokens, a rotated personal
+    token), `renew` gets fresh ones: the client asks `headers()` before each request and
+    calls `renew` once after a 401 from the tracker's origin, then repeats the request.
+    """
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = dict(headers)
+        _register_credentials(self._headers)
+
+    async def headers(self) -> Mapping[str, str]:
+        """The headers for the next request."""
+        return self._headers
+
+    async def renew(self, refused: Mapping[str, str]) -> bool:
+        """Get fresh headers after the tracker refused `refused`; False when there are none."""
+        return False
+
+    @staticmethod
+    def from_secret(secret: SecretSource, make: Callable[[str], Mapping[str, str]]) -> Credentials:
+        """Headers made by `make` from a profile's token, read now and again after a 401.
+
+        A token from an environment variable cannot change while the mount runs; one from
+        a file or a command (`token_command = "yc iam create-token"`) may, so it is read
+        again when the tracker refuses the current one.
+        """
+        if secret.kind == "env":
+            return Credentials(make(secret.read()))
+        return _RereadCredentials(secret, make)
+
+
+class _RereadCredentials(Credentials):
+    """Credentials whose token is read from its source again when the tracker refuses it."""
+
+    def __init__(self, secret: SecretSource, make: Callable[[str], Mapping[str, str]]) -> None:
+        super().__init__(make(secret.read()))
+        self._secret = secret
+        self._make = make
+        self._lock = trio.Lock()
+        #: when reading the source last gave nothing new: until RENEW_PAUSE has passed,
+        #: the 401s of requests in flight with the same token do not run it again
+        self._unchanged_at: float | None = None
+
+    async def renew(self, refused: Mapping[str, str]) -> bool:
+        async with self._lock:
+            if self._headers != refused:
+                return True  # another request renewed them while this one waited
+            now = trio.current_time()
+            if self._unchanged_at is not None and now - self._unchanged_at < RENEW_PAUSE:
+                return False
+            try:
+                token = await trio.to_thread.run_sync(self._secret.read)
+            except ConfigError as exc:
+                log.warning("cannot read the token again: %s", exc)
+                self._unchanged_at = now
+                return False
+            fresh = dict(self._make(token))
+            if fresh == self._headers:
+                self._unchanged_at = now
+                return False
+            self._unchanged_at = None
+            log.info("the tracker refused the token; using the one its source gives now")
+            _register_credentials(fresh)
+            self._headers = fresh
+            return True
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One answer as a backend's `AnswerClassifier` sees it.
+
+    `message` is what the client would report: method, URL (a foreign one without its
+    query), status and the described error body, credentials masked. `location` is where
+    a redirect points, resolved against the request.
+    """
+
+    response: httpx.Response
+    message: str
+    location: httpx.URL | None = None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
+        return self.response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers."""
+        return self.response.headers
+
+    def json(self) -> Any:
+        """The decoded JSON body of an error answer; None if unread or not JSON."""
+        if not self.response.is_stream_consumed:
+            return None
+        try:
+            return self.response.json()
+        except ValueError:
+            return None
+
+
+#: What an answer means beyond its status, in the vendor's terms: the error to raise (a
+#: Waldur 400 `["Destroying is not available."]` is EPERM), or None for the usual mapping.
+#: Called for every answer of a request: redirects (with `location`), error answers (body
+#: read), and successes (body not read, so headers only: Jira's failed-login header).
+AnswerClassifier = Callable[[Answer], TrackerError | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ContentLocation:
+    """Bytes whose URL the backend must ask the tracker for, and which expires.
+
+    `resolve` returns a current absolute URL, perhaps on another origin, so no credentials
+    go there (Asana's `download_url`, valid about two minutes). `key` names the resource:
+    the ranges of one download share one location for the client's `location_ttl`, and a
+    401, 403, 404 or 410 from it makes the client resolve it again, once.
+    """
+
+    key: str
+    resolve: Callable[[], Awaitable[str]]
+
+
 @dataclass(slots=True)
 class _Call:
     """One call: what it asks for, whether it may be repeated, and its deadline."""
@@ -295,11 +452,19 @@ class _Call:
     body: MultipartBody | None
     idempotent: bool
     started: float
-    #: the resource asked for (URL with query), whatever the headers
+    #: the resource asked for (URL with query, or a location's key), whatever the headers
     key: str
+    location: ContentLocation | None = None
     #: the request of the latest attempt's last hop, and whether its body went out in full
     last_request: httpx.Request | None = None
     sent: _SentBody | None = None
+    #: redirects followed by the latest attempt
+    hops: int = 0
+    #: whether the latest attempt went to a remembered location
+    reused: bool = False
+    #: the one fresh location and the one renewal of credentials a call may have
+    refreshed: bool = False
+    renewed: bool = False
 
     @property
     def where(self) -> str:
@@ -310,17 +475,25 @@ class _Call:
 class HttpClient:
     """An httpx.AsyncClient with the tracker's policy: auth by origin, retries, errors.
 
-    `timeout` bounds each socket operation of an attempt (so an upload is never cut while
-    its bytes flow), `deadline` all attempts of one call together, `max_concurrency` the
-    requests of this client in flight at once.
+    The vendor's part: `credentials` and `headers` (sent only to the tracker's origin),
+    `describe_error` (a message from an error body), `classify` (what an answer means),
+    `location_ttl` (how long a redirect target or resolved content location is reused;
+    0: ask every time). The profile's part: `timeout` bounds each socket operation of an
+    attempt (so an upload is never cut while its bytes flow), `deadline` all attempts of
+    one call together, `max_concurrency` the requests in flight at once, `ca_file` a
+    private CA every connection also trusts (`for_profile` reads all four).
     """
 
     def __init__(
         self,
         base_url: str,
         *,
-        auth_headers: Mapping[str, str],
+        credentials: Credentials | Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
         describe_error: ErrorDescriber = describe_generic_error,
+        classify: AnswerClassifier | None = None,
+        location_ttl: float = 0.0,
+        ca_file: Path | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         deadline: float | None = None,
@@ -332,11 +505,10 @@ class HttpClient:
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.origin = origin_of(self.base_url)
-        self._auth_headers = dict(auth_headers)
-        for name, value in self._auth_headers.items():
-            if name.lower() == "authorization":
-                _register_credential(value)
+        self._credentials = credentials if isinstance(credentials, Credentials) else Credentials(credentials)
+        self._origin_headers = dict(headers or {})
         self._describe_error = describe_error
+        self._classify = classify
         self.retry = retry or RetryPolicy()
         if deadline is not None:
             self.retry = dataclasses.replace(self.retry, deadline=deadline)
@@ -348,15 +520,47 @@ class HttpClient:
         limits = httpx.Limits(
             max_connections=max_concurrency, max_keepalive_connections=min(16, max_concurrency)
         )
+        context = tls_context(ca_file)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=limits,
             follow_redirects=False,
             headers={"User-Agent": f"trackerfs/{__version__}"},
-            transport=transport or wide_read_transport(limits),
+            verify=context,
+            transport=transport or wide_read_transport(limits, context),
         )
-        self._redirects: TTLCache[str, httpx.URL] = TTLCache(1024, REDIRECT_TTL, timer=trio.current_time)
+        self.location_ttl = location_ttl
+        self._locations: TTLCache[str, httpx.URL] = TTLCache(
+            1024, location_ttl if location_ttl > 0 else 1.0, timer=clock
+        )
         self._stalled: TTLCache[str, TrackerTimeoutError] = TTLCache(256, STALL_MEMORY, timer=clock)
+
+    @classmethod
+    def for_profile(
+        cls,
+        profile: Profile,
+        *,
+        credentials: Credentials | Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+        describe_error: ErrorDescriber = describe_generic_error,
+        classify: AnswerClassifier | None = None,
+        location_ttl: float = 0.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> HttpClient:
+        """A client for `profile` (URL, timeout, deadline, concurrency, CA file) and a vendor."""
+        return cls(
+            profile.url,
+            credentials=credentials,
+            headers=headers,
+            describe_error=describe_error,
+            classify=classify,
+            location_ttl=location_ttl,
+            ca_file=profile.ca_file,
+            timeout=profile.timeout,
+            deadline=profile.deadline,
+            max_concurrency=profile.max_concurrency,
+            transport=transport,
+        )
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -366,10 +570,29 @@ class HttpClient:
         """An absolute URL for a path relative to the base URL (absolute URLs pass)."""
         return urljoin(self.base_url, path.lstrip("/")) if "://" not in path else path
 
-    def _headers_for(self, url: str | httpx.URL, extra: Mapping[str, str] | None) -> dict[str, str]:
+    def on_own_origin(self, url: str) -> str:
+        """A URL the vendor gave for one of its own resources, moved onto the base URL.
+
+        A tracker may name itself by another origin than the one configured (http behind a
+        TLS proxy, an internal host name); its path is used under the base URL, so that
+        credentials still apply and nothing goes to a host the profile did not name. A path
+        that already starts with the base URL's path (a context path) keeps it once.
+        """
+        parts = urlsplit(url)
+        base_path = urlsplit(self.base_url).path.rstrip("/")
+        path = parts.path
+        if base_path and (path == base_path or path.startswith(base_path + "/")):
+            path = path[len(base_path) :]
+        moved = self.base_url.rstrip("/") + "/" + path.lstrip("/")
+        return f"{moved}?{parts.query}" if parts.query else moved
+
+    def _headers_for(
+        self, url: str | httpx.URL, extra: Mapping[str, str] | None, credentials: Mapping[str, str]
+    ) -> dict[str, str]:
         headers = dict(extra or {})
         if origin_of(url) == self.origin:
-            headers.update(self._auth_headers)
+            headers.update(self._origin_headers)
+            headers.update(credentials)
         return headers
 
     async def request(
@@ -401,16 +624,26 @@ class HttpClient:
 
     @asynccontextmanager
     async def stream_range(
-        self, path: str, start: int, stop: int, *, params: Mapping[str, Any] | None = None
+        self,
+        source: str | ContentLocation,
+        start: int,
+        stop: int,
+        *,
+        params: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Yield an iterator over exactly the bytes [start, stop) of a resource.
 
-        A server that ignores Range (200) is read from the start and the prefix dropped;
-        416 (range past the end) yields nothing. Stops early at the end of the resource.
-        A body cut short raises TemporaryError from the iterator (the caller resumes).
+        `source` is a path or URL, or a `ContentLocation` the backend resolves. A server
+        that ignores Range (200) is read from the start and the prefix dropped; 416 (range
+        past the end) yields nothing. Stops early at the end of the resource. A body cut
+        short raises TemporaryError from the iterator (the caller resumes).
         """
         headers = {"Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
-        call = self._call("GET", path, params, headers, None, None, None)
+        if isinstance(source, ContentLocation):
+            call = self._call("GET", source.key, None, headers, None, None, None)
+            call.location = source
+        else:
+            call = self._call("GET", source, params, headers, None, None, None)
         async with self._send(call, read=False, ok=frozenset({416})) as response:
             if response.status_code == 416:
                 yield _empty()
@@ -462,7 +695,9 @@ class HttpClient:
         """Attempts of one call until one succeeds, one must not be repeated, or time is up.
 
         The answer yielded has a success status (or one in `ok`); with `read` its body has
-        been read in full within the attempt.
+        been read in full within the attempt. Where the request goes and with which
+        credentials is settled before an attempt takes its place among `max_concurrency`:
+        resolving a location is a request of its own.
         """
         retryable = RETRY_ANY_METHOD | (RETRY_IDEMPOTENT if call.idempotent else frozenset())
         stalled = self._stalled.pop(call.key, None) if call.method == "GET" else None
@@ -470,28 +705,38 @@ class HttpClient:
             raise TrackerTimeoutError(f"{stalled} (moments ago; not asked again yet)")
         attempt = 0
         while True:
-            attempt += 1
+            target, params = await self._target(call)
+            credentials = await self._credentials.headers()
             retry_after: float | None = None
             failure: TrackerError
             async with self._slot(call):
                 try:
-                    response = await self._attempt(call, read=read)
+                    response = await self._attempt(call, target, params, credentials, read=read)
                 except TrackerError as exc:
-                    failure = exc
                     if not _repeatable(exc):
                         raise
+                    failure = exc
+                    repeat = True
                 else:
-                    status = response.status_code
-                    if status < 400 or status in ok:
+                    verdict = self._verdict(response, ok)
+                    if verdict is None:
+                        self._remember(call)
                         try:
                             yield response
                         finally:
                             await response.aclose()
                         return
-                    failure = self._error(response)
-                    if status not in retryable:
-                        raise failure
+                    await response.aclose()
+                    failure = verdict
+                    repeat = response.status_code in retryable and isinstance(
+                        failure, TemporaryError | RateLimitedError
+                    )
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if await self._ask_again(call, failure, credentials):
+                continue
+            if not repeat:
+                raise failure
+            attempt += 1
             if attempt >= self.retry.attempts:
                 raise self._give_up(call, failure, f"after {attempt} attempts")
             wait = self.retry.wait(attempt, retry_after, self._rand)
@@ -499,6 +744,40 @@ class HttpClient:
                 raise self._give_up(call, failure, f"its {self.retry.deadline:g}s deadline is spent")
             log.warning("%s failed (%s); retry %d in %.2fs", call.where, failure, attempt, wait)
             await self._sleep(wait)
+
+    async def _target(self, call: _Call) -> tuple[str | httpx.URL, Mapping[str, Any] | None]:
+        """Where the next attempt goes: a remembered location, a resolved one, or the path."""
+        remembered = self._locations.get(call.key) if call.method == "GET" else None
+        call.reused = remembered is not None
+        if remembered is not None:
+            return remembered, None
+        if call.location is not None:
+            return await call.location.resolve(), None
+        return self.url(call.path), call.params
+
+    def _remember(self, call: _Call) -> None:
+        """Keep where a GET's bytes were found, if that was a redirect or a resolved location."""
+        moved = call.hops > 0 or call.location is not None
+        if self.location_ttl > 0 and moved and not call.reused and call.last_request is not None:
+            self._locations[call.key] = call.last_request.url
+
+    async def _ask_again(self, call: _Call, failure: TrackerError, credentials: Mapping[str, str]) -> bool:
+        """Whether a failed attempt is repeated at once: stale location, renewed credentials.
+
+        Each happens once per call, and neither counts as a retry: the tracker did nothing.
+        """
+        if call.last_request is None or failure.status is None:
+            return False
+        own = origin_of(call.last_request.url) == self.origin
+        if failure.status in STALE_LOCATION and (call.reused or not own) and not call.refreshed:
+            call.refreshed = True
+            self._locations.pop(call.key, None)
+            log.info("%s: %s; asking where the content is again", call.where, failure.status)
+            return True
+        if failure.status == 401 and own and not call.renewed:
+            call.renewed = True
+            return await self._credentials.renew(credentials)
+        return False
 
     def _give_up(self, call: _Call, failure: TrackerError, why: str) -> TrackerError:
         """The error that ends a call; a GET that timed out is remembered for one repeat."""
@@ -529,16 +808,25 @@ class HttpClient:
         finally:
             self._slots.release()
 
-    async def _attempt(self, call: _Call, *, read: bool) -> httpx.Response:
+    async def _attempt(
+        self,
+        call: _Call,
+        target: str | httpx.URL,
+        params: Mapping[str, Any] | None,
+        credentials: Mapping[str, str],
+        *,
+        read: bool,
+    ) -> httpx.Response:
         """One attempt; a success answer is returned open (read in full with `read`).
 
-        An error answer is always read (for its message) and closed.
+        An error answer is always read (for its message).
         """
         timeout = max(min(self.timeout, self._time_left(call)), 0.001)
-        response = await self._send_following(call, httpx.Timeout(timeout, connect=min(timeout, 10.0)))
-        failed = response.status_code >= 400
+        response = await self._follow(
+            call, target, params, credentials, httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        )
         try:
-            if failed or read:
+            if response.status_code >= 400 or read:
                 await response.aread()
         except httpx.HTTPError as exc:
             await response.aclose()
@@ -546,46 +834,26 @@ class HttpClient:
         except BaseException:
             await response.aclose()
             raise
-        if failed:
-            await response.aclose()
         return response
-
-    async def _send_following(self, call: _Call, timeout: httpx.Timeout) -> httpx.Response:
-        """Send, following redirects by hand (credentials only to the tracker's origin).
-
-        Where a GET was redirected lately (a download sent to a media host with a signed
-        URL), the next GET of the same URL goes straight to that target; if the target no
-        longer takes it (expired), the original URL is asked again.
-        """
-        first = self._client.build_request(call.method, self.url(call.path), params=call.params)
-        remembered = self._redirects.get(str(first.url)) if call.method == "GET" else None
-        if remembered is not None:
-            response = await self._follow(call, remembered, None, timeout, origin_key=None)
-            if response.status_code not in STALE_REDIRECT:
-                return response
-            await response.aclose()
-            self._redirects.pop(str(first.url), None)
-        return await self._follow(call, self.url(call.path), call.params, timeout, origin_key=str(first.url))
 
     async def _follow(
         self,
         call: _Call,
         url: str | httpx.URL,
         params: Mapping[str, Any] | None,
+        credentials: Mapping[str, str],
         timeout: httpx.Timeout,
-        *,
-        origin_key: str | None,
     ) -> httpx.Response:
+        """Send, following redirects by hand (credentials only to the tracker's origin)."""
         for hop in range(MAX_REDIRECTS + 1):
-            request = self._build(call, url, params, timeout)
+            call.hops = hop
+            request = self._build(call, url, params, credentials, timeout)
             log.debug("%s %s", call.method, loggable(request.url, self.origin))
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise _transport_error(exc, call, in_body=False) from exc
             if response.status_code not in REDIRECT_STATUSES:
-                if hop and origin_key is not None and response.status_code < 400:
-                    self._redirects[origin_key] = request.url
                 return response
             location = response.headers.get("Location")
             await response.aclose()
@@ -593,10 +861,9 @@ class HttpClient:
                 raise BadResponseError(f"{call.where}: redirect without Location")
             url = request.url.join(location)
             params = None
-            if _looks_like_login(url):
-                raise AuthenticationError(
-                    "the tracker redirected to its login page", status=response.status_code
-                )
+            refusal = self._classified(response, self._message(response, response.reason_phrase), url)
+            if refusal is not None:
+                raise refusal
             if call.method not in FOLLOWING_METHODS:
                 # Following would resend the body (and maybe credentials) elsewhere, and
                 # taking the redirect as success would report a change that never happened.
@@ -609,9 +876,14 @@ class HttpClient:
         raise BadResponseError(f"{call.where}: too many redirects")
 
     def _build(
-        self, call: _Call, url: str | httpx.URL, params: Mapping[str, Any] | None, timeout: httpx.Timeout
+        self,
+        call: _Call,
+        url: str | httpx.URL,
+        params: Mapping[str, Any] | None,
+        credentials: Mapping[str, str],
+        timeout: httpx.Timeout,
     ) -> httpx.Request:
-        headers = self._headers_for(url, call.headers)
+        headers = self._headers_for(url, call.headers, credentials)
         if call.body is not None:
             headers.update(call.body.headers)
         request = self._client.build_request(
@@ -629,17 +901,29 @@ class HttpClient:
         call.last_request = request
         return request
 
-    def _error(self, response: httpx.Response) -> TrackerError:
+    def _verdict(self, response: httpx.Response, ok: frozenset[int]) -> TrackerError | None:
+        """The error an answer means, or None for a success (or a status in `ok`)."""
+        status = response.status_code
+        if status < 400 or status in ok:
+            return self._classified(response, self._message(response, response.reason_phrase))
         try:
             detail = self._describe_error(response)
         except Exception:  # a broken error body must not hide the status
             detail = response.reason_phrase
+        message = self._message(response, detail)
+        return self._classified(response, message) or error_for_status(status, message)
+
+    def _message(self, response: httpx.Response, detail: str) -> str:
         where = loggable(response.request.url, self.origin)
         # A body may echo what was sent (a refused token): mask it before it goes anywhere.
-        return error_for_status(
-            response.status_code,
-            redact(f"{response.request.method} {where}: {response.status_code} {detail}".rstrip()),
-        )
+        return redact(f"{response.request.method} {where}: {response.status_code} {detail}".rstrip())
+
+    def _classified(
+        self, response: httpx.Response, message: str, location: httpx.URL | None = None
+    ) -> TrackerError | None:
+        if self._classify is None:
+            return None
+        return self._classify(Answer(response, message, location))
 
 
 def decode_json(response: httpx.Response) -> Any:
@@ -673,25 +957,27 @@ def _content_range_start(value: str | None) -> int | None:
         return None
 
 
-def _looks_like_login(url: httpx.URL) -> bool:
-    # Jira Server answers a refused bearer token with a redirect to its login page.
-    return url.path.endswith(("/login.jsp", "/login"))
-
-
-def _register_credential(value: str) -> None:
+def _register_credentials(headers: Mapping[str, str]) -> None:
     """Mask an Authorization value, and its credentials alone, in everything shown to a user.
 
     The raw token is masked already; this covers what is derived from it (Basic's base64).
     """
-    add_secret(value)
-    scheme, _, credentials = value.partition(" ")
-    if credentials and scheme.isalpha():
-        add_secret(credentials)
+    for name, value in headers.items():
+        if name.lower() != "authorization":
+            continue
+        add_secret(value)
+        scheme, _, credentials = value.partition(" ")
+        if credentials and scheme.isalpha():
+            add_secret(credentials)
+
+
+class _CertificateRefusedError(UnreachableError):
+    """The tracker's TLS certificate was not accepted: asking again cannot change that."""
 
 
 def _repeatable(exc: TrackerError) -> bool:
     """Whether a failed attempt may be repeated (the mapping below decided what was sent)."""
-    if isinstance(exc, OutcomeUnknownError):
+    if isinstance(exc, OutcomeUnknownError | _CertificateRefusedError):
         return False
     return isinstance(exc, TrackerTimeoutError | UnreachableError | TemporaryError)
 
@@ -707,7 +993,8 @@ def _transport_error(exc: httpx.HTTPError, call: _Call, *, in_body: bool) -> Tra
     if isinstance(exc, httpx.DecodingError):
         return BadResponseError(f"{where}: undecodable body: {exc}")
     if isinstance(exc, httpx.ConnectError):
-        return UnreachableError(f"{where}: cannot connect to {_host(call)}: {connect_reason(exc)}")
+        kind = _CertificateRefusedError if _cause(exc, ssl.SSLCertVerificationError) else UnreachableError
+        return kind(f"{where}: cannot connect to {_host(call)}: {connect_reason(exc)}")
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return TrackerTimeoutError(f"{where}: timed out connecting to {_host(call)}")
     sent = call.sent is None or call.sent.complete
@@ -733,6 +1020,18 @@ def _host(call: _Call) -> str:
     return call.last_request.url.host if call.last_request is not None else "the tracker"
 
 
+def _cause(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is among the causes (or contexts) of `exc`, itself included."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def connect_reason(exc: BaseException) -> str:
     """Why a connection failed, from the innermost cause (httpx often says nothing)."""
     seen: set[int] = set()
@@ -741,7 +1040,10 @@ def connect_reason(exc: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
-            return f"TLS certificate not accepted: {current.verify_message or current}"
+            hint = UNTRUSTED_HINT if getattr(current, "verify_code", None) in UNTRUSTED_ISSUER else ""
+            return (
+                f"TLS certificate not accepted: {getattr(current, 'verify_message', None) or current}{hint}"
+            )
         if isinstance(current, ssl.SSLError):
             # WRONG_VERSION_NUMBER (an https URL on a plain http port) reads as words.
             code = getattr(current, "reason", None)

@@ -1,13 +1,15 @@
 """Jira Cloud (REST v3) and Jira Data Center (REST v2).
 
-Everything Jira-specific lives here: URLs, JSON shapes, paging, the upload header.
+Everything Jira-specific lives here: URLs, JSON shapes, paging, the upload header, the
+login page Data Center answers a refused token with.
 
 - Listing a project is one `search/jql` (Cloud, nextPageToken paging) or `search` (Data
   Center, startAt paging) per page with `fields=attachment`, so the attachments of every
   listed issue arrive with the listing.
 - Content is read from `/attachment/content/{id}?redirect=false` with a Range header
-  (Cloud), or from the attachment's `content` URL (Data Center). A 303 to the media host
-  is followed without credentials by the HTTP client.
+  (Cloud), or from the attachment's `content` URL moved onto the profile's origin (Data
+  Center). A 303 to the media host is followed without credentials by the HTTP client,
+  and its signed target reused for `MEDIA_URL_REUSE` seconds.
 """
 
 from __future__ import annotations
@@ -15,31 +17,37 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
 from trackerfs.backends.base import Tracker, UploadSource
-from trackerfs.backends.http import HttpClient, decode_json
+from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json
 from trackerfs.backends.multipart import FilePart, MultipartBody
 from trackerfs.backends.records import (
     expect_dict,
     expect_list,
-    option,
     records,
 )
-from trackerfs.config import Profile
-from trackerfs.errors import BadResponseError, ConfigError, NotFoundError
+from trackerfs.config import BackendOptions, Profile, ProfileKey
+from trackerfs.errors import (
+    AuthenticationError,
+    BadResponseError,
+    ConfigError,
+    NotFoundError,
+    TooLargeError,
+    TrackerError,
+)
 from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
 
 log = logging.getLogger(__name__)
 
 FLAVOURS: dict[str, str] = {"cloud": "/rest/api/3", "datacenter": "/rest/api/2"}
-OPTIONS = frozenset({"flavour", "auth", "jql", "max_issues", "page_size", "download"})
 #: "direct": Jira sends the bytes itself (`redirect=false`); "redirect": follow Jira's 303
 #: to its media host (a CDN) without credentials.
 DOWNLOADS = ("direct", "redirect")
@@ -48,6 +56,14 @@ ISSUE_FIELDS = "summary,created,updated,attachment"
 DEFAULT_PAGE_SIZE = 100
 #: A bound on pages per listing, against a server whose token never ends.
 MAX_PAGES = 10_000
+#: Seconds a signed media URL from Jira's 303 serves further ranges of its download: well
+#: inside the minutes its token is valid; an expired one is asked for again anyway.
+MEDIA_URL_REUSE = 30.0
+#: Where Data Center sends a client whose credentials it refused (Seraph's login pages).
+LOGIN_PAGES = ("/login.jsp", "/login")
+#: Seraph's `X-Seraph-LoginReason` values for refused credentials: Data Center may answer
+#: 200 with one (as an anonymous user) instead of 401.
+REFUSED_LOGINS = frozenset({"AUTHENTICATED_FAILED", "AUTHENTICATION_DENIED"})
 #: The permission keys `mypermissions` is asked for (Jira grants each separately).
 CREATE_ATTACHMENTS = "CREATE_ATTACHMENTS"
 DELETE_OWN_ATTACHMENTS = "DELETE_OWN_ATTACHMENTS"
@@ -59,40 +75,52 @@ class JiraTracker(Tracker):
     """A Jira site (Cloud or Data Center) as projects → issues → attachments."""
 
     name: ClassVar[str] = "jira"
+    profile_keys: ClassVar[Mapping[str, ProfileKey]] = {
+        "flavour": ProfileKey(
+            str,
+            "cloud",
+            "Jira Cloud (REST /rest/api/3) or Jira Data Center (REST /rest/api/2)",
+            choices=tuple(FLAVOURS),
+        ),
+        "auth": ProfileKey(
+            str,
+            "basic",
+            "basic: `user` and the token; bearer: the token alone (a Data Center personal access token)",
+            choices=("basic", "bearer"),
+        ),
+        "user": ProfileKey(str, "", "the user name of basic auth (Jira Cloud: the account email)"),
+        "jql": ProfileKey(str, "", "an extra JQL condition for every project listing"),
+        "page_size": ProfileKey(int, DEFAULT_PAGE_SIZE, "maxResults of each search page", low=1, high=1000),
+        "download": ProfileKey(
+            str,
+            "direct",
+            "direct: Jira sends the bytes (redirect=false); redirect: follow its 303 to the media host",
+            choices=DOWNLOADS,
+        ),
+    }
 
-    def __init__(self, profile: Profile, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        unknown = set(profile.options) - OPTIONS
-        if unknown:
-            raise ConfigError(
-                f"profile {profile.name!r}: unknown jira option(s): {', '.join(sorted(unknown))}"
-            )
-        self.flavour = str(option(profile, "flavour", "cloud", choices=FLAVOURS))
-        auth = str(option(profile, "auth", "basic", choices=("basic", "bearer")))
-        self.jql = str(option(profile, "jql", ""))
+    def __init__(
+        self, profile: Profile, options: BackendOptions, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.flavour = options.text("flavour")
+        self.jql = options.text("jql")
         if "order by" in self.jql.lower():
             raise ConfigError(f"profile {profile.name!r}: jql is a filter; leave ORDER BY out")
-        self.max_issues = int(option(profile, "max_issues", 0))
-        self.page_size = int(option(profile, "page_size", DEFAULT_PAGE_SIZE))
-        if self.max_issues < 0 or not 1 <= self.page_size <= 1000:
-            raise ConfigError(f"profile {profile.name!r}: max_issues must be >= 0, page_size 1 to 1000")
-        self.download = str(option(profile, "download", "direct", choices=DOWNLOADS))
+        self.max_issues = profile.max_issues
+        self.page_size = options.whole("page_size")
+        self.download = options.text("download")
         self.api = FLAVOURS[self.flavour]
         self.site = profile.url
-        secret = profile.secret.read()
-        if auth == "basic":
-            if not profile.user:
-                raise ConfigError(f"profile {profile.name!r}: basic auth needs `user` (the account email)")
-            pair = f"{profile.user}:{secret}".encode()
-            header = "Basic " + base64.b64encode(pair).decode("ascii")
-        else:
-            header = "Bearer " + secret
-        self.http = HttpClient(
-            profile.url,
-            auth_headers={"Authorization": header, "Accept": "application/json"},
+        auth, user = options.text("auth"), options.text("user")
+        if auth == "basic" and not user:
+            raise ConfigError(f"profile {profile.name!r}: basic auth needs `user` (the account email)")
+        self.http = HttpClient.for_profile(
+            profile,
+            credentials=Credentials.from_secret(profile.secret, partial(authorization, auth, user)),
+            headers={"Accept": "application/json"},
+            classify=classify_answer,
+            location_ttl=MEDIA_URL_REUSE,
             transport=transport,
-            timeout=profile.timeout,
-            deadline=profile.deadline,
-            max_concurrency=profile.max_concurrency,
         )
         #: the signed-in account, as attachment authors name it (set by check_account)
         self.account_id = ""
@@ -189,7 +217,8 @@ class JiraTracker(Tracker):
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         if self.flavour == "datacenter" and attachment.content_url:
-            return self.http.stream_range(dc_content_url(self.site, attachment), start, stop)
+            url = self.http.on_own_origin(unfoldable_content_url(attachment.content_url))
+            return self.http.stream_range(url, start, stop)
         return self.http.stream_range(
             f"{self.api}/attachment/content/{quote(attachment.id, safe='')}",
             start,
@@ -329,19 +358,43 @@ def parse_time(value: Any) -> float:
         return 0.0
 
 
-def dc_content_url(site: str, attachment: Attachment) -> str:
-    """The Data Center content URL on the configured site, safe from normalisation.
+def unfoldable_content_url(url: str) -> str:
+    """A Data Center content URL whose file name URL normalisation cannot fold away.
 
-    The server's absolute URL may name another origin (http behind a proxy, an internal
-    host name); its path is used on the profile's own origin so credentials still apply.
     `/secure/attachment/{id}/{name}` finds the attachment by id; a name of `.`, `..` or
-    nothing would be folded away by URL normalisation, so it is replaced.
+    nothing would be folded into the path, so it is replaced.
     """
-    path = urlsplit(attachment.content_url).path
-    base, _, name = path.rpartition("/")
-    if name in ("", ".", ".."):
-        path = f"{base}/attachment"
-    site_path = urlsplit(site).path.rstrip("/")
-    if site_path and path.startswith(site_path + "/"):
-        path = path[len(site_path) :]
-    return site.rstrip("/") + path
+    parts = urlsplit(url)
+    base, _, name = parts.path.rpartition("/")
+    if name not in ("", ".", ".."):
+        return url
+    return urlunsplit(parts._replace(path=f"{base}/attachment"))
+
+
+def authorization(scheme: str, user: str, token: str) -> dict[str, str]:
+    """The Authorization header of basic (`user:token`) or bearer auth."""
+    if scheme == "basic":
+        pair = base64.b64encode(f"{user}:{token}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {pair}"}
+    return {"Authorization": f"Bearer {token}"}
+
+
+def classify_answer(answer: Answer) -> TrackerError | None:
+    """What a Jira answer means beyond its status.
+
+    Data Center refuses credentials with a redirect to its login page, or with a 200 as an
+    anonymous user that only Seraph's header tells apart; a 413 is one of Jira's limits.
+    """
+    if answer.location is not None and answer.location.path.endswith(LOGIN_PAGES):
+        return AuthenticationError(
+            f"{answer.message}: Jira sent its login page, so it refused the credentials",
+            status=answer.status,
+        )
+    if answer.headers.get("X-Seraph-LoginReason", "").upper() in REFUSED_LOGINS:
+        return AuthenticationError(f"{answer.message}: Jira refused the credentials (Seraph)", status=401)
+    if answer.status == 413:
+        return TooLargeError(
+            f"{answer.message} (over the site's attachment size limit, or its per-issue limit)",
+            status=413,
+        )
+    return None

@@ -10,18 +10,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from trackerfs.config import Profile
-from trackerfs.errors import BadResponseError, ConfigError
+from trackerfs.errors import BadResponseError
 
 log = logging.getLogger(__name__)
-
-#: How a user reads the type an option wants.
-TYPE_NAMES: dict[type, str] = {
-    bool: "true or false",
-    int: "a whole number",
-    float: "a number",
-    str: "a string",
-}
 
 
 def expect_dict(value: Any, what: str) -> dict[str, Any]:
@@ -47,16 +38,3 @@ def records(items: Iterable[Any], what: str, required: tuple[str, ...]) -> list[
         else:
             log.warning("skipping a malformed %s record from the tracker", what)
     return kept
-
-
-def option(profile: Profile, key: str, default: Any, *, choices: Iterable[str] | None = None) -> Any:
-    """A backend option from the profile, checked against `choices` and the default's type."""
-    value = profile.options.get(key, default)
-    if choices is not None and value not in set(choices):
-        allowed = ", ".join(sorted(choices))
-        raise ConfigError(f"profile {profile.name!r}: {key} must be one of {allowed}")
-    # The exact type: bool is an int to Python, never to a user (`max_issues = true`).
-    if type(value) is not type(default):
-        kind = TYPE_NAMES.get(type(default), type(default).__name__)
-        raise ConfigError(f"profile {profile.name!r}: {key} must be {kind}")
-    return value
