@@ -58,6 +58,12 @@ class MemoryTracker(Tracker):
             raise NotFoundError(key)
         return self.issues[key]
 
+    async def get_issue_by_reference(self, reference: str) -> Issue:
+        self.calls.append(("issue", reference))
+        if reference not in self.issues:
+            raise NotFoundError(reference)
+        return self.issues[reference]
+
     def honours_range(self, attachment: Attachment) -> bool:
         return self.range_support
 

@@ -13,7 +13,7 @@ from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.backends.base import UploadSource
 from trackerfs.config import CacheSettings
 from trackerfs.core.namespace import ROOT_INODE, Namespace, Node
-from trackerfs.core.spool import Spool
+from trackerfs.core.spool import PENDING, Manifest, Spool
 from trackerfs.core.writer import Writer
 from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TrackerError
 from trackerfs.model import Attachment, Issue, Limits, Permissions
@@ -46,8 +46,11 @@ class WritableTracker(MemoryTracker):
             raise OutcomeUnknownError("connection lost after sending")
         return attachment
 
-    async def delete(self, attachment: Attachment) -> None:
-        self.calls.append(("delete", attachment.id))
+    async def delete(self, issue: Issue, attachment: Attachment) -> None:
+        self.calls.append(("delete", issue.key, attachment))
+        current = self.issues[issue.key]
+        kept = tuple(a for a in current.attachments or () if a.id != attachment.id)
+        self.issues[issue.key] = Issue(current.key, current.id, "P", attachments=kept)
 
     async def permissions(self, issue: Issue) -> Permissions:
         self.calls.append(("permissions", issue.key))
@@ -151,6 +154,48 @@ async def test_concurrent_first_writes_share_one_local_file(tracker: WritableTra
         tracker.gate.set()
     assert len(results) == 2 and results[0] is results[1]
     assert len([call for call in tracker.calls if call[0] == "range"]) == 1
+
+
+def deletes(tracker: WritableTracker) -> list[tuple[object, ...]]:
+    return [call for call in tracker.calls if call[0] == "delete"]
+
+
+async def test_an_overwrite_deletes_the_old_attachment_by_its_issue_and_whole_record(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    [original] = tracker.issues["P-1"].attachments or ()
+    directory = await issue_dir(writer)
+    node = await writer.namespace.lookup(directory.inode, "old.txt")
+    local = await writer.begin_overwrite(node, truncate=True)
+    assert local.replaces == original
+    writer.write(local, 0, b"new bytes")
+    await writer.flush(node)
+    assert deletes(tracker) == [("delete", "P-1", original)]
+
+
+async def test_unlinking_an_attachment_deletes_it_by_its_issue_and_whole_record(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    [original] = tracker.issues["P-1"].attachments or ()
+    await writer.unlink(await issue_dir(writer), "old.txt")
+    assert deletes(tracker) == [("delete", "P-1", original)]
+
+
+async def test_recovery_finds_the_issue_by_its_reference_and_the_replaced_record_by_listing(
+    tracker: WritableTracker, writer: Writer, tmp_path: Path
+) -> None:
+    [original] = tracker.issues["P-1"].attachments or ()
+    manifest = Manifest("P", "P-1", "old.txt", replaces="1", issue_ref="P-1")
+    spooled = writer.spool.create(manifest)
+    spooled.pwrite(b"newer bytes", 0)
+    spooled.save(state=PENDING, size=11, upload_started=time.time())
+    spooled.close()
+    pending = writer.prepare_recovery()
+    await writer.recover(pending, lambda left: None)
+    assert ("issue", "P-1") in tracker.calls
+    assert deletes(tracker) == [("delete", "P-1", original)]
+    [uploaded] = tracker.issues["P-1"].attachments or ()
+    assert tracker.blobs[uploaded.id] == b"newer bytes"
 
 
 def own(author: str) -> Attachment:

@@ -48,9 +48,21 @@ class Tracker(ABC):
     async def get_issue(self, project: Project, key: str) -> Issue:
         """One issue of `project` by its key, with attachments; NotFoundError otherwise."""
 
+    def issue_reference(self, issue: Issue) -> str:
+        """What finds `issue` again with `get_issue_by_reference`, in a later run too.
+
+        The spool keeps it, so that an upload a crash cut off can be finished without a
+        project record: a vendor whose issues are found by id (a gid, a uuid) says the id.
+        """
+        return issue.key
+
+    async def get_issue_by_reference(self, reference: str) -> Issue:
+        """The issue `issue_reference` named, with attachments; NotFoundError if it is gone."""
+        raise NotImplementedError
+
     async def list_attachments(self, issue: Issue) -> list[Attachment]:
-        """The attachments of an issue (default: re-read the issue)."""
-        fresh = await self.get_issue(Project(issue.project_key, "", ""), issue.key)
+        """The attachments of an issue (default: re-read the issue by its reference)."""
+        fresh = await self.get_issue_by_reference(self.issue_reference(issue))
         return list(fresh.attachments or ())
 
     def is_issue_key(self, project: Project, name: str) -> bool:
@@ -88,8 +100,9 @@ class Tracker(ABC):
         """Attach a file to an issue and return the attachment the tracker made."""
         raise NotImplementedError
 
-    async def delete(self, attachment: Attachment) -> None:
-        """Delete an attachment."""
+    async def delete(self, issue: Issue, attachment: Attachment) -> None:
+        """Delete `attachment` of `issue` (the records as listed: some vendors address an
+        attachment through its issue, others by a URL the record carries)."""
         raise NotImplementedError
 
     async def aclose(self) -> None:

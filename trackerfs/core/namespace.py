@@ -72,7 +72,7 @@ class Node:
     delete_at_close: Attachment | None = None
     #: attachments to delete once this file is uploaded, besides the one it `replaces`
     #: (what a rename of an overwritten file onto another name left behind)
-    supersedes: tuple[str, ...] = ()
+    supersedes: tuple[Attachment, ...] = ()
     #: serializes turning an attachment into a local file (first writes race)
     change_lock: trio.Lock | None = None
 
@@ -314,7 +314,7 @@ class Namespace:
         # A local file keeps its name; an attachment of that name uploaded meanwhile by
         # someone else shows under a dated name instead of hiding behind it. The one the
         # local file is overwriting stays out: the user's bytes are replacing it.
-        replaced = {node.local.replaces for node in local.values() if node.local is not None}
+        replaced = {node.local.replaced_id for node in local.values() if node.local is not None}
         listed = issue.attachments or () if attachments is None else attachments
         mapping = assign_names((item for item in listed if item.id not in replaced), taken=local)
         self._files[(project_key, issue.key)] = mapping

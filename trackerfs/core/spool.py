@@ -33,6 +33,7 @@ from trackerfs.core.statedir import (
     read_recovering,
 )
 from trackerfs.errors import TrackerError
+from trackerfs.model import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Manifest:
     issue: str
     name: str
     temporary: bool = False
+    #: the id of the attachment this file replaces (recovery finds it by listing the issue)
     replaces: str | None = None
     state: str = OPEN
     created: float = field(default_factory=time.time)
@@ -61,6 +63,9 @@ class Manifest:
     known: list[str] = field(default_factory=list)
     #: removed by the user while still open: its bytes are wanted by nobody
     unlinked: bool = False
+    #: what finds the issue again (`Tracker.issue_reference`); "" in manifests written
+    #: before it was kept, whose issue key is then the reference
+    issue_ref: str = ""
 
 
 class SpoolFile:
@@ -181,7 +186,7 @@ class LocalFile:
 
     spooled: SpoolFile
     temporary: bool
-    replaces: str | None = None
+    replaces: Attachment | None = None
     dirty: bool = True
     written: bool = False
     handles: int = 0
@@ -196,6 +201,11 @@ class LocalFile:
     def size(self) -> int:
         """Bytes written so far."""
         return self.spooled.size()
+
+    @property
+    def replaced_id(self) -> str | None:
+        """The id of the attachment this file replaces, as the manifest keeps it."""
+        return self.replaces.id if self.replaces else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from trackerfs.errors import (
     TooLargeError,
     TrackerError,
 )
-from trackerfs.model import Attachment, Issue, Limits, Project
+from trackerfs.model import Attachment, Issue, Limits
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Writer:
                 await self._check_may_replace(node.issue, attachment, node.name)
             # A file unlinked while open changes only for its descriptors, never uploaded;
             # its attachment is deleted at the last close.
-            local = self._new_local(node.issue, node.name, replaces=None if unlinked else attachment.id)
+            local = self._new_local(node.issue, node.name, replaces=None if unlinked else attachment)
             if unlinked:
                 local.unlinked = local.temporary = True
                 local.spooled.save(temporary=True)
@@ -153,9 +153,14 @@ class Writer:
             self.namespace.make_local(node, local)
             return local
 
-    def _new_local(self, issue: Issue, name: str, *, replaces: str | None = None) -> LocalFile:
+    def _new_local(self, issue: Issue, name: str, *, replaces: Attachment | None = None) -> LocalFile:
         manifest = Manifest(
-            issue.project_key, issue.key, name, temporary=is_temporary(name), replaces=replaces
+            issue.project_key,
+            issue.key,
+            name,
+            temporary=is_temporary(name),
+            replaces=replaces.id if replaces else None,
+            issue_ref=self.tracker.issue_reference(issue),
         )
         return LocalFile(self.spool.create(manifest), temporary=manifest.temporary, replaces=replaces)
 
@@ -231,30 +236,31 @@ class Writer:
             name=node.name,
             issue=issue.key,
             project=issue.project_key,
-            replaces=local.replaces,
+            issue_ref=self.tracker.issue_reference(issue),
+            replaces=local.replaced_id,
             size=size,
             upload_started=started,
         )
         local.dirty = False
         log.info("uploading %s/%s (%d bytes)", issue.key, node.name, size)
+        replaced = [*([local.replaces] if local.replaces else []), *node.supersedes]
         try:
-            before = {*known, local.replaces or "", *node.supersedes}
+            before = {*known, *(old.id for old in replaced)}
             attachment = await self._send(issue, node.name, size, spooled, before, started)
         except BaseException:
             local.dirty = True
             raise
         log.info("uploaded %s/%s as attachment %s", issue.key, node.name, attachment.id)
-        replaced = [local.replaces or "", *node.supersedes]
         node.supersedes = ()
         if local.dirty:
             # Written again while the upload ran: the next close uploads the newer bytes.
-            local.replaces = attachment.id
+            local.replaces = attachment
             spooled.save(state=OPEN, replaces=attachment.id)
         else:
             self.namespace.uploaded(node, attachment)
             spooled.discard()
-        for old in dict.fromkeys(replaced):
-            if old and old != attachment.id:
+        for old in {old.id: old for old in replaced}.values():
+            if old.id != attachment.id:
                 await self._delete_replaced(node, old)
 
     async def _send(
@@ -282,7 +288,8 @@ class Writer:
                 "the answer to the upload of %s/%s was lost (%s); checking the tracker", issue.key, name, lost
             )
             try:
-                landed = await self._landed(issue, name, size, started, before)
+                listing = await self.tracker.list_attachments(issue)
+                landed = self._landed(listing, name, size, started, before)
             except TrackerError as exc:
                 log.warning("cannot tell whether %s/%s reached the tracker: %s", issue.key, name, exc)
                 raise lost from exc
@@ -294,15 +301,16 @@ class Writer:
         assert lost is not None
         raise lost
 
-    async def _landed(
-        self, issue: Issue, name: str, size: int, started: float, before: set[str]
+    @staticmethod
+    def _landed(
+        listing: list[Attachment], name: str, size: int, started: float, before: set[str]
     ) -> Attachment | None:
-        """The attachment an upload made, if the tracker has one.
+        """The attachment an upload made, if the issue's `listing` has one.
 
         It is one not in `before` (the ids known when the upload began), of the same name
         and size, created no earlier than the upload's start (less a clock-skew slack).
         """
-        for existing in await self.tracker.list_attachments(issue):
+        for existing in listing:
             if (
                 existing.id not in before
                 and existing.filename == name
@@ -312,21 +320,21 @@ class Writer:
                 return existing
         return None
 
-    async def _delete_replaced(self, node: Node, attachment_id: str) -> None:
+    async def _delete_replaced(self, node: Node, attachment: Attachment) -> None:
         """After an upload: delete the attachment it replaces; a refusal is only logged.
 
         The name already shows the new bytes (it belongs to the newest attachment of that
         name); the old attachment stays on the tracker under a name of its own.
         """
         try:
-            await self._delete(self.namespace.node(node.parent), attachment_id, node.name)
+            await self._delete(self.namespace.node(node.parent), attachment)
         except TrackerError as exc:
-            self.namespace.show_attachment(attachment_id)
+            self.namespace.show_attachment(attachment.id)
             log.warning(
                 "uploaded %s, but the tracker refused to delete the attachment it replaces (id %s), "
                 "which stays on the tracker under a name of its own: %s",
                 node.name,
-                attachment_id,
+                attachment.id,
                 exc,
             )
 
@@ -370,7 +378,7 @@ class Writer:
             self.namespace.hide(node, node.attachment)
             log.info("%s/%s is open: it is deleted when its last descriptor closes", directory.name, name)
             return node
-        await self._delete(directory, node.attachment.id, name)
+        await self._delete(directory, node.attachment)
         return node
 
     async def _check_may_delete(self, directory: Node, attachment: Attachment) -> None:
@@ -395,7 +403,7 @@ class Writer:
             return
         directory = self.namespace.node(node.parent)
         try:
-            await self._delete(directory, attachment.id, attachment.filename)
+            await self._delete(directory, attachment)
         except TrackerError as exc:
             log.error("%s/%s was unlinked but the tracker kept it: %s", directory.name, node.name, exc)
             self.namespace.unhide(node)
@@ -406,7 +414,7 @@ class Writer:
         # The original of an overwrite goes too (its bytes were replaced by the user); if
         # the tracker refuses, the local file stays and the caller gets the error.
         if local.replaces:
-            await self._delete(directory, local.replaces, node.name)
+            await self._delete(directory, local.replaces)
         local.unlinked = True
         self.namespace.remove_local(node)
         if local.handles == 0:
@@ -414,17 +422,19 @@ class Writer:
         else:
             local.spooled.save(temporary=True)  # never uploaded, even after a crash
 
-    async def _delete(self, directory: Node, attachment_id: str, name: str) -> None:
-        """DELETE an attachment; one that is already gone counts as deleted."""
+    async def _delete(self, directory: Node, attachment: Attachment) -> None:
+        """DELETE an attachment of an issue directory; one already gone counts as deleted."""
+        issue = directory.issue
+        assert issue is not None, "attachments live in issue directories"
         try:
-            await self.tracker.delete(Attachment(attachment_id, name, 0, 0.0))
+            await self.tracker.delete(issue, attachment)
         except NotFoundError:
-            log.info("attachment %s (%s) was already gone", attachment_id, name)
+            log.info("attachment %s (%s) was already gone", attachment.id, attachment.filename)
         else:
-            log.info("deleted attachment %s (%s/%s)", attachment_id, directory.name, name)
-        self.namespace.deleted(directory, attachment_id)
+            log.info("deleted attachment %s (%s/%s)", attachment.id, directory.name, attachment.filename)
+        self.namespace.deleted(directory, attachment.id)
         if self.content is not None:
-            await self.content.discard(attachment_id)
+            await self.content.discard(attachment.id)
 
     async def rename(
         self, source_dir: Node, name: str, target_dir: Node, new_name: str, *, no_replace: bool
@@ -484,7 +494,7 @@ class Writer:
         # tracker, so a failed upload leaves it there; meanwhile it is no longer listed.
         if local.replaces:
             node.supersedes = (*node.supersedes, local.replaces)
-            self.namespace.hide_attachment(local.replaces)
+            self.namespace.hide_attachment(local.replaces.id)
             local.replaces = None
         if target is not None and target.kind is Kind.LOCAL and target.local is not None:
             async with target.local.upload_lock:
@@ -497,19 +507,20 @@ class Writer:
                     else:
                         target.local.spooled.save(temporary=True)
                 elif target.attachment is not None:
-                    replaced = target.attachment.id
+                    replaced = target.attachment
             node.supersedes = (*node.supersedes, *target.supersedes)
             local.replaces = replaced
         elif target is not None and target.attachment is not None:
-            local.replaces = target.attachment.id
+            local.replaces = target.attachment
         self.namespace.move_local(node, target_dir, new_name)
         local.temporary = is_temporary(new_name)
         local.spooled.save(
             name=new_name,
             issue=issue.key,
             project=issue.project_key,
+            issue_ref=self.tracker.issue_reference(issue),
             temporary=local.temporary,
-            replaces=local.replaces,
+            replaces=local.replaced_id,
         )
 
     async def release(self, node: Node, local: LocalFile, *, writable: bool) -> None:
@@ -622,11 +633,11 @@ class Writer:
             raise TrackerError(
                 f"its data holds {size} bytes, not the {manifest.size} recorded when its upload began"
             )
-        project = Project(manifest.project, manifest.project, "")
-        issue = await self.tracker.get_issue(project, manifest.issue)
+        issue = await self.tracker.get_issue_by_reference(manifest.issue_ref or manifest.issue)
+        listing = await self._attachments_of(issue)
         started = manifest.upload_started or manifest.created
         before = set(manifest.known) | {manifest.replaces or ""}
-        landed = await self._landed(issue, manifest.name, size, started, before)
+        landed = self._landed(listing, manifest.name, size, started, before)
         if landed is not None:
             log.info(
                 "%s/%s reached the tracker before trackerfs stopped (attachment %s)",
@@ -643,10 +654,18 @@ class Writer:
             )
             with self._busy():
                 await self.tracker.upload(issue, manifest.name, size, spooled.open_for_upload)
-        if manifest.replaces:
-            with suppress(NotFoundError):
-                await self.tracker.delete(Attachment(manifest.replaces, manifest.name, 0, 0.0))
+        # The attachment it replaces, as the tracker lists it now (not listed: already gone).
+        for old in listing:
+            if old.id == manifest.replaces:
+                with suppress(NotFoundError):
+                    await self.tracker.delete(issue, old)
         spooled.discard()
+
+    async def _attachments_of(self, issue: Issue) -> list[Attachment]:
+        """The attachments of a freshly read issue (asked for when it did not embed them)."""
+        if issue.attachments is not None:
+            return list(issue.attachments)
+        return await self.tracker.list_attachments(issue)
 
     def close(self) -> None:
         """At unmount: keep every file with bytes no upload took, and say so in one line.
