@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,8 @@ from trackerfs.model import Attachment, Issue, Limits
 log = logging.getLogger(__name__)
 
 COPY_CHUNK = 1 << 20
+#: Checksum algorithms of `Attachment.checksum` (`ALGORITHM:HEX`) that tell an upload apart.
+CHECKSUMS = frozenset({"md5", "sha1", "sha256"})
 #: An attachment found on the tracker counts as an earlier upload of a spooled file if it
 #: was created no earlier than this before the upload started (clock skew allowance).
 SAME_UPLOAD_SLACK = 300.0
@@ -257,11 +260,30 @@ class Writer:
             local.replaces = attachment
             spooled.save(state=OPEN, replaces=attachment.id)
         else:
-            self.namespace.uploaded(node, attachment)
+            self._became(node, attachment)
             spooled.discard()
         for old in {old.id: old for old in replaced}.values():
             if old.id != attachment.id:
                 await self._delete_replaced(node, old)
+
+    def _became(self, node: Node, attachment: Attachment) -> None:
+        """A local file is now `attachment`, named as the tracker stored it.
+
+        A tracker may rename an upload (Waldur sanitises names and de-duplicates them), so
+        the name is the returned record's `filename`, not the one the user gave; the
+        user's `cp` has succeeded all the same. Which name the listing shows from now on
+        is the namespace's to decide from that record.
+        """
+        if attachment.filename != node.name:
+            log.info(
+                "the tracker stored %s/%s under the name %r",
+                node.issue.key if node.issue else "?",
+                node.name,
+                attachment.filename,
+            )
+        # Seam: the namespace gets an upload-rename-aware call (list the tracker's name,
+        # keep the user's as an alias for the mount); until then the node keeps its name.
+        self.namespace.uploaded(node, attachment)
 
     async def _send(
         self, issue: Issue, name: str, size: int, spooled: SpoolFile, before: set[str], started: float
@@ -289,7 +311,7 @@ class Writer:
             )
             try:
                 listing = await self.tracker.list_attachments(issue)
-                landed = self._landed(listing, name, size, started, before)
+                landed = await self._landed(listing, name, spooled, size, started, before)
             except TrackerError as exc:
                 log.warning("cannot tell whether %s/%s reached the tracker: %s", issue.key, name, exc)
                 raise lost from exc
@@ -301,24 +323,53 @@ class Writer:
         assert lost is not None
         raise lost
 
-    @staticmethod
-    def _landed(
-        listing: list[Attachment], name: str, size: int, started: float, before: set[str]
+    async def _landed(
+        self,
+        listing: list[Attachment],
+        name: str,
+        spooled: SpoolFile,
+        size: int,
+        started: float,
+        before: set[str],
     ) -> Attachment | None:
         """The attachment an upload made, if the issue's `listing` has one.
 
-        It is one not in `before` (the ids known when the upload began), of the same name
-        and size, created no earlier than the upload's start (less a clock-skew slack).
+        It is one not in `before` (the ids known when the upload began), of the upload's
+        size, created no earlier than its start (less a clock-skew slack), and holding
+        its bytes. A tracker may store an upload under a name of its own (Waldur
+        sanitises and de-duplicates), so the name alone proves nothing: a candidate of
+        another name counts only if its checksum or, without one, its content matches.
         """
-        for existing in listing:
-            if (
-                existing.id not in before
-                and existing.filename == name
-                and existing.size == size
-                and existing.created >= started - SAME_UPLOAD_SLACK
-            ):
-                return existing
+        candidates = [
+            existing
+            for existing in listing
+            if existing.id not in before
+            and existing.size == size
+            and existing.created >= started - SAME_UPLOAD_SLACK
+        ]
+        # The upload's own name first: where the tracker kept it, no download is needed.
+        candidates.sort(key=lambda existing: existing.filename != name)
+        for candidate in candidates:
+            if await self._holds_bytes(candidate, spooled, fetch=candidate.filename != name):
+                return candidate
         return None
+
+    async def _holds_bytes(self, candidate: Attachment, spooled: SpoolFile, *, fetch: bool) -> bool:
+        """Whether `candidate` holds the spooled bytes: by its checksum, else (if `fetch`) its content.
+
+        A candidate of the upload's name, size and time that has no checksum counts as
+        the upload without a download (the rule before trackers renamed uploads).
+        """
+        algorithm, _, expected = candidate.checksum.partition(":")
+        if algorithm in CHECKSUMS and expected:
+            return await digest_of(spooled, algorithm) == expected.strip().lower()
+        if not fetch or not candidate.size:
+            return True
+        content = hashlib.sha256()
+        async with self.tracker.open_range(candidate, 0, candidate.size) as chunks:
+            async for chunk in chunks:
+                content.update(chunk)
+        return content.hexdigest() == await digest_of(spooled, "sha256")
 
     async def _delete_replaced(self, node: Node, attachment: Attachment) -> None:
         """After an upload: delete the attachment it replaces; a refusal is only logged.
@@ -637,7 +688,7 @@ class Writer:
         listing = await self._attachments_of(issue)
         started = manifest.upload_started or manifest.created
         before = set(manifest.known) | {manifest.replaces or ""}
-        landed = self._landed(listing, manifest.name, size, started, before)
+        landed = await self._landed(listing, manifest.name, spooled, size, started, before)
         if landed is not None:
             log.info(
                 "%s/%s reached the tracker before trackerfs stopped (attachment %s)",
@@ -720,3 +771,16 @@ class Writer:
             and local.dirty
             and local.spooled.manifest.state == PENDING
         )
+
+
+async def digest_of(spooled: SpoolFile, algorithm: str) -> str:
+    """The hex digest of a spooled file's bytes (read in a worker thread)."""
+
+    def read() -> str:
+        digest = hashlib.new(algorithm)
+        with spooled.open_for_upload() as data:
+            while chunk := data.read(COPY_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    return await trio.to_thread.run_sync(read)
