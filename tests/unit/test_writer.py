@@ -15,7 +15,7 @@ from trackerfs.config import CacheSettings
 from trackerfs.core.namespace import ROOT_INODE, Namespace, Node
 from trackerfs.core.spool import PENDING, Manifest, Spool
 from trackerfs.core.writer import Writer
-from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TrackerError
+from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TooLargeError, TrackerError
 from trackerfs.model import Attachment, Issue, Limits, Permissions
 
 
@@ -215,3 +215,21 @@ def own(author: str) -> Attachment:
 )
 def test_who_may_delete_what(permissions: Permissions, attachment: Attachment, expected: bool | None) -> None:
     assert permissions.may_delete(attachment) is expected
+
+
+async def test_a_file_cut_short_by_a_refused_write_is_uploaded_only_once_emptied(
+    tracker: WritableTracker, tmp_path: Path
+) -> None:
+    namespace = Namespace(tracker, CacheSettings())
+    writer = Writer(namespace, tracker, Spool(tmp_path / "spool"), tmp_path, Limits(upload_limit=4))
+    node = await writer.create(await issue_dir(writer), "big.txt")
+    assert node.local is not None
+    with pytest.raises(TooLargeError):
+        writer.write(node.local, 0, b"too long")
+    with pytest.raises(TooLargeError):
+        await writer.flush(node)
+    assert tracker.uploads() == 0
+    writer.truncate(node.local, 0)
+    writer.write(node.local, 0, b"fits")
+    await writer.flush(node)
+    assert node.attachment is not None and tracker.blobs[node.attachment.id] == b"fits"

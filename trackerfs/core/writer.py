@@ -30,7 +30,9 @@ from trackerfs.core.namespace import Kind, Namespace, Node
 from trackerfs.core.spool import (
     OPEN,
     PENDING,
+    Change,
     LocalFile,
+    LocalState,
     Manifest,
     Spool,
     SpoolFile,
@@ -143,7 +145,7 @@ class Writer:
             # its attachment is deleted at the last close.
             local = self._new_local(node.issue, node.name, replaces=None if unlinked else attachment)
             if unlinked:
-                local.unlinked = local.temporary = True
+                local.change(Change.DISCARD)
                 local.spooled.save(temporary=True)
             if not truncate:
                 try:
@@ -152,7 +154,7 @@ class Writer:
                 except BaseException:
                     local.spooled.discard()
                     raise
-                local.dirty = False
+                local.change(Change.COPY)
             self.namespace.make_local(node, local)
             return local
 
@@ -182,25 +184,23 @@ class Writer:
         """Write to a local file; EFBIG at once when it would exceed the upload limit."""
         limit = self.limits.upload_limit
         # A file cut short must never be uploaded as if it were complete: remember why.
-        if limit is not None and not local.temporary and offset + len(data) > limit:
-            local.refused = TooLargeError(f"the tracker accepts attachments up to {limit} bytes")
-            raise local.refused
+        uploadable = not local.temporary and not local.unlinked
+        if limit is not None and uploadable and offset + len(data) > limit:
+            raise local.refuse(TooLargeError(f"the tracker accepts attachments up to {limit} bytes"))
         try:
             written = local.spooled.pwrite(data, offset)
         except OSError as exc:
             refusal = SpoolFullError if exc.errno == errno.ENOSPC else TrackerError
-            local.refused = refusal(f"the spool disk refused a write: {exc.strerror}")
-            raise local.refused from exc
-        local.dirty = local.written = True
+            raise local.refuse(refusal(f"the spool disk refused a write: {exc.strerror}")) from exc
+        local.change(Change.WRITE)
         local.mtime = time.time()
         return written
 
     def truncate(self, local: LocalFile, size: int) -> None:
         """Set the size of a local file; emptying it forgives an earlier refused write."""
         local.spooled.truncate(size)
-        local.dirty, local.mtime = True, time.time()
-        if size == 0:
-            local.refused = None
+        local.change(Change.EMPTY if size == 0 else Change.TRUNCATE)
+        local.mtime = time.time()
 
     # -- uploading --------------------------------------------------------------------------
 
@@ -215,11 +215,11 @@ class Writer:
         if node.kind is not Kind.LOCAL or local is None:
             return
         async with local.upload_lock:
-            if not local.dirty or local.temporary or local.unlinked or node.local is not local:
+            if not local.dirty or local.temporary or node.local is not local:
                 return
-            if local.refused is not None:
-                raise type(local.refused)(f"{node.name} was not uploaded: {local.refused}")
-            if not last and not local.written and local.size == 0:
+            if local.refusal is not None:
+                raise type(local.refusal)(f"{node.name} was not uploaded: {local.refusal}")
+            if not last and local.state is LocalState.NEW and local.size == 0:
                 return
             await self._upload(node, local)
 
@@ -244,18 +244,18 @@ class Writer:
             size=size,
             upload_started=started,
         )
-        local.dirty = False
+        local.change(Change.UPLOAD)
         log.info("uploading %s/%s (%d bytes)", issue.key, node.name, size)
         replaced = [*([local.replaces] if local.replaces else []), *node.supersedes]
         try:
             before = {*known, *(old.id for old in replaced)}
             attachment = await self._send(issue, node.name, size, spooled, before, started)
         except BaseException:
-            local.dirty = True
+            local.change(Change.FAIL)
             raise
         log.info("uploaded %s/%s as attachment %s", issue.key, node.name, attachment.id)
         node.supersedes = ()
-        if local.dirty:
+        if local.change(Change.CONFIRM) is not LocalState.UPLOADED:
             # Written again while the upload ran: the next close uploads the newer bytes.
             local.replaces = attachment
             spooled.save(state=OPEN, replaces=attachment.id)
@@ -466,7 +466,7 @@ class Writer:
         # the tracker refuses, the local file stays and the caller gets the error.
         if local.replaces:
             await self._delete(directory, local.replaces)
-        local.unlinked = True
+        local.change(Change.DISCARD)
         self.namespace.remove_local(node)
         if local.handles == 0:
             local.spooled.discard()
@@ -551,7 +551,7 @@ class Writer:
             async with target.local.upload_lock:
                 replaced = target.local.replaces if target.kind is Kind.LOCAL else None
                 if target.kind is Kind.LOCAL and target.local is not None:
-                    target.local.unlinked = True
+                    target.local.change(Change.DISCARD)
                     self.namespace.remove_local(target)
                     if target.local.handles == 0:
                         target.local.spooled.discard()
@@ -593,7 +593,7 @@ class Writer:
             # Already uploaded (the node names the attachment now) or replaced.
             local.spooled.close()
             return
-        if writable and not local.written:
+        if writable and local.state is LocalState.NEW:
             try:
                 await self.flush(node, last=True)
             except TrackerError as exc:
@@ -738,7 +738,7 @@ class Writer:
                 if self._waits_for_upload(local):
                     local.spooled.close()
                     waiting += 1
-                elif local.unlinked or not local.dirty or not local.size or is_lock_file(node.name):
+                elif not local.dirty or not local.size or is_lock_file(node.name):
                     local.spooled.discard()
                 else:
                     move_to_recovery(self.state_dir, local.spooled)
@@ -764,13 +764,7 @@ class Writer:
     @staticmethod
     def _waits_for_upload(local: LocalFile) -> bool:
         """A closed file whose upload failed: the next mount tries again."""
-        return (
-            not local.temporary
-            and not local.unlinked
-            and local.refused is None
-            and local.dirty
-            and local.spooled.manifest.state == PENDING
-        )
+        return not local.temporary and local.state is LocalState.FAILED
 
 
 async def digest_of(spooled: SpoolFile, algorithm: str) -> str:
