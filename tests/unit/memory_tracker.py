@@ -63,6 +63,12 @@ class MemoryTracker(Tracker):
         prefix, _, number = name.partition("-")
         return name if prefix == project.key and number.isdigit() else None
 
+    async def get_issue_by_reference(self, reference: str) -> Issue:
+        self.calls.append(("issue", reference))
+        if reference not in self.issues:
+            raise NotFoundError(reference)
+        return self.issues[reference]
+
     def honours_range(self, attachment: Attachment) -> bool:
         return self.range_support
 

@@ -116,8 +116,9 @@ def attachment_ids(listing: dict[str, Node]) -> dict[str, str]:
     }
 
 
-def local_file(tmp_path: Path, issue: str, name: str, replaces: str | None = None) -> LocalFile:
-    spooled = Spool(tmp_path / "spool").create(Manifest("P", issue, name, replaces=replaces))
+def local_file(tmp_path: Path, issue: str, name: str, replaces: Attachment | None = None) -> LocalFile:
+    manifest = Manifest("P", issue, name, replaces=replaces.id if replaces else None)
+    spooled = Spool(tmp_path / "spool").create(manifest)
     return LocalFile(spooled, temporary=False, replaces=replaces)
 
 
@@ -155,7 +156,7 @@ async def test_the_attachment_being_overwritten_stays_out_of_the_listing(
     issue = await namespace.lookup(project.inode, "P-1")
     node = await namespace.lookup(issue.inode, "a.txt")
     assert isinstance(node.entry, AttachmentEntry) and node.entry.attachment.id == "2"
-    namespace.make_local(node, local_file(tmp_path, "P-1", "a.txt", replaces="2"))
+    namespace.make_local(node, local_file(tmp_path, "P-1", "a.txt", replaces=node.entry.attachment))
     clock.now += 61
     listing = {child.name: child for child in await namespace.list_dir(issue.inode)}
     assert listing["a.txt"] is node

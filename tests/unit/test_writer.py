@@ -13,9 +13,9 @@ from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.backends.base import UploadSource
 from trackerfs.config import CacheSettings
 from trackerfs.core.namespace import ROOT_INODE, AttachmentEntry, LocalEntry, Namespace, Node
-from trackerfs.core.spool import Spool
+from trackerfs.core.spool import PENDING, Manifest, Spool
 from trackerfs.core.writer import Writer
-from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TrackerError
+from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TooLargeError, TrackerError
 from trackerfs.model import Attachment, Issue, Limits, Permissions
 
 
@@ -46,8 +46,11 @@ class WritableTracker(MemoryTracker):
             raise OutcomeUnknownError("connection lost after sending")
         return attachment
 
-    async def delete(self, attachment: Attachment) -> None:
-        self.calls.append(("delete", attachment.id))
+    async def delete(self, issue: Issue, attachment: Attachment) -> None:
+        self.calls.append(("delete", issue.key, attachment))
+        current = self.issues[issue.key]
+        kept = tuple(a for a in current.attachments or () if a.id != attachment.id)
+        self.issues[issue.key] = Issue(current.key, current.id, "P", attachments=kept)
 
     async def permissions(self, issue: Issue) -> Permissions:
         self.calls.append(("permissions", issue.key))
@@ -153,6 +156,48 @@ async def test_concurrent_first_writes_share_one_local_file(tracker: WritableTra
     assert len([call for call in tracker.calls if call[0] == "range"]) == 1
 
 
+def deletes(tracker: WritableTracker) -> list[tuple[object, ...]]:
+    return [call for call in tracker.calls if call[0] == "delete"]
+
+
+async def test_an_overwrite_deletes_the_old_attachment_by_its_issue_and_whole_record(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    [original] = tracker.issues["P-1"].attachments or ()
+    directory = await issue_dir(writer)
+    node = await writer.namespace.lookup(directory.inode, "old.txt")
+    local = await writer.begin_overwrite(node, truncate=True)
+    assert local.replaces == original
+    writer.write(local, 0, b"new bytes")
+    await writer.flush(node)
+    assert deletes(tracker) == [("delete", "P-1", original)]
+
+
+async def test_unlinking_an_attachment_deletes_it_by_its_issue_and_whole_record(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    [original] = tracker.issues["P-1"].attachments or ()
+    await writer.unlink(await issue_dir(writer), "old.txt")
+    assert deletes(tracker) == [("delete", "P-1", original)]
+
+
+async def test_recovery_finds_the_issue_by_its_reference_and_the_replaced_record_by_listing(
+    tracker: WritableTracker, writer: Writer, tmp_path: Path
+) -> None:
+    [original] = tracker.issues["P-1"].attachments or ()
+    manifest = Manifest("P", "P-1", "old.txt", replaces="1", issue_ref="P-1")
+    spooled = writer.spool.create(manifest)
+    spooled.pwrite(b"newer bytes", 0)
+    spooled.save(state=PENDING, size=11, upload_started=time.time())
+    spooled.close()
+    pending = writer.prepare_recovery()
+    await writer.recover(pending, lambda left: None)
+    assert ("issue", "P-1") in tracker.calls
+    assert deletes(tracker) == [("delete", "P-1", original)]
+    [uploaded] = tracker.issues["P-1"].attachments or ()
+    assert tracker.blobs[uploaded.id] == b"newer bytes"
+
+
 def own(author: str) -> Attachment:
     return Attachment("5", "a.txt", 1, 0.0, author_id=author)
 
@@ -170,3 +215,22 @@ def own(author: str) -> Attachment:
 )
 def test_who_may_delete_what(permissions: Permissions, attachment: Attachment, expected: bool | None) -> None:
     assert permissions.may_delete(attachment) is expected
+
+
+async def test_a_file_cut_short_by_a_refused_write_is_uploaded_only_once_emptied(
+    tracker: WritableTracker, tmp_path: Path
+) -> None:
+    namespace = Namespace(tracker, CacheSettings())
+    writer = Writer(namespace, tracker, Spool(tmp_path / "spool"), tmp_path, Limits(upload_limit=4))
+    node = await writer.create(await issue_dir(writer), "big.txt")
+    assert isinstance(node.entry, LocalEntry)
+    local = node.entry.local
+    with pytest.raises(TooLargeError):
+        writer.write(local, 0, b"too long")
+    with pytest.raises(TooLargeError):
+        await writer.flush(node)
+    assert tracker.uploads() == 0
+    writer.truncate(local, 0)
+    writer.write(local, 0, b"fits")
+    await writer.flush(node)
+    assert isinstance(node.entry, AttachmentEntry) and tracker.blobs[node.entry.attachment.id] == b"fits"

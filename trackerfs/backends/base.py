@@ -52,9 +52,21 @@ class Tracker(ABC):
         """One issue of `project` by its key (or a reference from `issue_reference`), with
         attachments; NotFoundError otherwise."""
 
+    def locator(self, issue: Issue) -> str:
+        """What finds `issue` again with `get_issue_by_reference`, in a later run too.
+
+        The spool keeps it, so that an upload a crash cut off can be finished without a
+        project record: a vendor whose issues are found by id (a gid, a uuid) says the id.
+        """
+        return issue.key
+
+    async def get_issue_by_reference(self, reference: str) -> Issue:
+        """The issue `locator` named, with attachments; NotFoundError if it is gone."""
+        raise NotImplementedError
+
     async def list_attachments(self, issue: Issue) -> list[Attachment]:
-        """The attachments of an issue (default: re-read the issue)."""
-        fresh = await self.get_issue(Project(issue.project_key, "", ""), issue.key)
+        """The attachments of an issue (default: re-read the issue by its reference)."""
+        fresh = await self.get_issue_by_reference(self.locator(issue))
         return list(fresh.attachments or ())
 
     def issue_reference(self, project: Project, name: str) -> str | None:
@@ -105,8 +117,9 @@ class Tracker(ABC):
         """Attach a file to an issue and return the attachment the tracker made."""
         raise NotImplementedError
 
-    async def delete(self, attachment: Attachment) -> None:
-        """Delete an attachment."""
+    async def delete(self, issue: Issue, attachment: Attachment) -> None:
+        """Delete `attachment` of `issue` (the records as listed: some vendors address an
+        attachment through its issue, others by a URL the record carries)."""
         raise NotImplementedError
 
     async def aclose(self) -> None:

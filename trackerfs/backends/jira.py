@@ -193,17 +193,22 @@ class JiraTracker(Tracker):
                 params["nextPageToken"] = token
 
     async def get_issue(self, project: Project, key: str) -> Issue:
+        issue = await self.get_issue_by_reference(key)
+        # A moved issue answers under its new key; it is not this project's directory.
+        if project.key and issue.project_key != project.key:
+            raise NotFoundError(f"{key} belongs to another project ({issue.key})")
+        return issue
+
+    async def get_issue_by_reference(self, reference: str) -> Issue:
+        """The issue by its key (an old key of a moved issue finds it under its new one)."""
         body = expect_dict(
             await self.http.get_json(
-                f"{self.api}/issue/{quote(key, safe='')}", params={"fields": ISSUE_FIELDS}
+                f"{self.api}/issue/{quote(reference, safe='')}", params={"fields": ISSUE_FIELDS}
             ),
             "issue",
         )
-        issue = self._issue(body, project.key)
-        # A moved issue answers under its new key; it is not this project's directory.
-        if project.key and not issue.key.startswith(f"{project.key}-"):
-            raise NotFoundError(f"{key} belongs to another project ({issue.key})")
-        return issue
+        key = str(body.get("key") or reference)
+        return self._issue(body, project_key_of(key))
 
     def issue_reference(self, project: Project, name: str) -> str | None:
         """`PROJ-12` in PROJ's directory, or an issue id (`10042`): what `issue/{ref}` takes.
@@ -269,7 +274,7 @@ class JiraTracker(Tracker):
             raise BadResponseError(f"upload of {filename!r} to {issue.key}: empty response")
         return self._attachment(created[0])
 
-    async def delete(self, attachment: Attachment) -> None:
+    async def delete(self, issue: Issue, attachment: Attachment) -> None:
         await self.http.request("DELETE", f"{self.api}/attachment/{quote(attachment.id, safe='')}")
 
     def _project(self, item: dict[str, Any]) -> Project:
@@ -332,6 +337,11 @@ class JiraTracker(Tracker):
             web_url=web,
             content_url=content,
         )
+
+
+def project_key_of(issue_key: str) -> str:
+    """The project key of a Jira issue key (`ABC-12` → `ABC`)."""
+    return issue_key.rpartition("-")[0] or issue_key
 
 
 def user_id(user: dict[str, Any]) -> str:

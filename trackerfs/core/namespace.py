@@ -133,7 +133,7 @@ class Node:
     delete_at_close: Attachment | None = None
     #: attachments to delete once this file is uploaded, besides the one it `replaces`
     #: (what a rename of an overwritten file onto another name left behind)
-    supersedes: tuple[str, ...] = ()
+    supersedes: tuple[Attachment, ...] = ()
     #: serializes turning an attachment into a local file (first writes race)
     change_lock: trio.Lock | None = None
 
@@ -505,7 +505,7 @@ class Namespace:
         """
         local = self._locals.get(inode, {}) if inode is not None else {}
         replaced = {
-            node.entry.local.replaces for node in local.values() if isinstance(node.entry, LocalEntry)
+            node.entry.local.replaced_id for node in local.values() if isinstance(node.entry, LocalEntry)
         }
         return assign_names((item for item in attachments if item.id not in replaced), taken=local)
 

@@ -11,6 +11,7 @@ missing or cut short go to the recovery folder, never away.
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import logging
@@ -33,10 +34,12 @@ from trackerfs.core.statedir import (
     read_recovering,
 )
 from trackerfs.errors import TrackerError
+from trackerfs.model import Attachment
 
 log = logging.getLogger(__name__)
 
-#: Manifest states: being written; closed and waiting for (or in) an upload.
+#: Manifest states, what a later run needs of `LocalState`: "open" (not to be uploaded as
+#: it is) and "pending" (its upload began: UPLOADING or FAILED; the next mount finishes it).
 OPEN = "open"
 PENDING = "pending"
 MANIFEST = ".json"
@@ -52,6 +55,7 @@ class Manifest:
     issue: str
     name: str
     temporary: bool = False
+    #: the id of the attachment this file replaces (recovery finds it by listing the issue)
     replaces: str | None = None
     state: str = OPEN
     created: float = field(default_factory=time.time)
@@ -61,6 +65,9 @@ class Manifest:
     known: list[str] = field(default_factory=list)
     #: removed by the user while still open: its bytes are wanted by nobody
     unlinked: bool = False
+    #: what finds the issue again (`Tracker.locator`); "" in manifests written
+    #: before it was kept, whose issue key is then the reference
+    issue_ref: str = ""
 
 
 class SpoolFile:
@@ -171,31 +178,165 @@ class SpoolFile:
             self.spool.manifest_path(self.ident).unlink(missing_ok=True)
 
 
+class LocalState(enum.Enum):
+    """Where a local file is in its life (the allowed moves are `TRANSITIONS`)."""
+
+    #: created, or emptied by O_TRUNC, with nothing written since: a close now may be a
+    #: shell's `>` before the writes, so only the last close uploads it
+    NEW = "new"
+    #: a copy of the attachment it replaces (opened read-write): nothing to upload
+    UNCHANGED = "unchanged"
+    #: written: its bytes are on no tracker; the next close uploads them
+    WRITING = "writing"
+    #: its upload is running
+    UPLOADING = "uploading"
+    #: the tracker confirmed the upload: the node names the attachment, the spool pair is gone
+    UPLOADED = "uploaded"
+    #: the upload failed: the bytes stay (manifest `pending`); the next close or mount tries again
+    FAILED = "failed"
+    #: a write was refused (over the upload limit, spool disk full): the bytes are
+    #: incomplete and never uploaded, until the file is emptied
+    REFUSED = "refused"
+    #: unlinked, or replaced by a rename: nobody wants its bytes; never uploaded
+    DISCARDED = "discarded"
+
+
+class Change(enum.Enum):
+    """What happened to a local file."""
+
+    COPY = "copy"  # the attachment it replaces was copied in
+    WRITE = "write"
+    TRUNCATE = "truncate"  # its size set, not to 0
+    EMPTY = "empty"  # truncated to 0
+    REFUSE = "refuse"  # a write was refused
+    UPLOAD = "upload"  # an upload began
+    CONFIRM = "confirm"  # the tracker confirmed the upload
+    FAIL = "fail"  # the upload failed
+    DISCARD = "discard"  # unlinked or replaced
+
+
+_S = LocalState
+#: Every allowed move: change → {state before: state after}. A change of the bytes while
+#: an upload runs leaves UPLOADING at once, so when the upload ends (CONFIRM, FAIL) a file
+#: still WRITING or REFUSED was changed meanwhile and stays local.
+TRANSITIONS: dict[Change, dict[LocalState, LocalState]] = {
+    Change.COPY: {_S.NEW: _S.UNCHANGED, _S.DISCARDED: _S.DISCARDED},
+    Change.WRITE: {
+        _S.NEW: _S.WRITING,
+        _S.UNCHANGED: _S.WRITING,
+        _S.WRITING: _S.WRITING,
+        _S.UPLOADING: _S.WRITING,
+        _S.FAILED: _S.WRITING,
+        _S.REFUSED: _S.REFUSED,
+        _S.DISCARDED: _S.DISCARDED,
+    },
+    Change.TRUNCATE: {
+        _S.NEW: _S.NEW,
+        _S.UNCHANGED: _S.NEW,
+        _S.WRITING: _S.WRITING,
+        _S.UPLOADING: _S.WRITING,
+        _S.FAILED: _S.WRITING,
+        _S.REFUSED: _S.REFUSED,
+        _S.DISCARDED: _S.DISCARDED,
+    },
+    # Emptying forgives a refused write: nothing incomplete is left.
+    Change.EMPTY: {
+        _S.NEW: _S.NEW,
+        _S.UNCHANGED: _S.NEW,
+        _S.WRITING: _S.WRITING,
+        _S.UPLOADING: _S.WRITING,
+        _S.FAILED: _S.WRITING,
+        _S.REFUSED: _S.WRITING,
+        _S.DISCARDED: _S.DISCARDED,
+    },
+    Change.REFUSE: {
+        _S.NEW: _S.REFUSED,
+        _S.UNCHANGED: _S.REFUSED,
+        _S.WRITING: _S.REFUSED,
+        _S.UPLOADING: _S.REFUSED,
+        _S.FAILED: _S.REFUSED,
+        _S.REFUSED: _S.REFUSED,
+        _S.DISCARDED: _S.DISCARDED,
+    },
+    Change.UPLOAD: {_S.NEW: _S.UPLOADING, _S.WRITING: _S.UPLOADING, _S.FAILED: _S.UPLOADING},
+    Change.CONFIRM: {_S.UPLOADING: _S.UPLOADED, _S.WRITING: _S.WRITING, _S.REFUSED: _S.REFUSED},
+    Change.FAIL: {_S.UPLOADING: _S.FAILED, _S.WRITING: _S.WRITING, _S.REFUSED: _S.REFUSED},
+    Change.DISCARD: {
+        _S.NEW: _S.DISCARDED,
+        _S.UNCHANGED: _S.DISCARDED,
+        _S.WRITING: _S.DISCARDED,
+        _S.FAILED: _S.DISCARDED,
+        _S.REFUSED: _S.DISCARDED,
+        _S.DISCARDED: _S.DISCARDED,
+    },
+}
+#: States whose bytes differ from anything the tracker has, with no upload of them running.
+CHANGED = frozenset({_S.NEW, _S.WRITING, _S.FAILED, _S.REFUSED})
+
+
+class LocalStateError(RuntimeError):
+    """A change a local file in its state cannot take: a bug in the writer, not a user error."""
+
+
 @dataclass(eq=False)
 class LocalFile:
     """A file that exists only on the local disk for now: written, temporary, or failed.
 
-    `replaces` is the attachment this file will replace once uploaded (an overwrite or a
-    safe-save rename); `dirty` says the bytes differ from anything the tracker has.
+    Its life is one `state`, moved only by `change` along `TRANSITIONS`. `replaces` is
+    the attachment this file will replace once uploaded (an overwrite or a safe-save
+    rename); `temporary` says its current name is one that is never uploaded.
     """
 
     spooled: SpoolFile
     temporary: bool
-    replaces: str | None = None
-    dirty: bool = True
-    written: bool = False
+    replaces: Attachment | None = None
+    state: LocalState = LocalState.NEW
     handles: int = 0
-    unlinked: bool = False
-    #: why the file is incomplete and must never be uploaded (a refused write)
-    refused: TrackerError | None = None
+    #: why the file is REFUSED (raised again at the close that would upload it)
+    refusal: TrackerError | None = None
     mtime: float = field(default_factory=time.time)
     #: one upload at a time per file: a second close waits and finds nothing to do
     upload_lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def change(self, what: Change) -> LocalState:
+        """Move to the state `what` leads to; LocalStateError if it is not allowed here."""
+        after = TRANSITIONS[what].get(self.state)
+        if after is None:
+            raise LocalStateError(
+                f"local file {self.spooled.ident} ({self.spooled.manifest.name!r}): "
+                f"{what.value} is not allowed when {self.state.value}"
+            )
+        self.state = after
+        if after is not LocalState.REFUSED:
+            self.refusal = None
+        return after
+
+    def refuse(self, why: TrackerError) -> TrackerError:
+        """A write was refused: remember why (the file is incomplete); returns `why`."""
+        self.change(Change.REFUSE)
+        if self.state is LocalState.REFUSED:
+            self.refusal = why
+        return why
+
+    @property
+    def dirty(self) -> bool:
+        """Whether its bytes are on no tracker and no upload of them is running."""
+        return self.state in CHANGED
+
+    @property
+    def unlinked(self) -> bool:
+        """Whether it was unlinked or replaced (its descriptors still work)."""
+        return self.state is LocalState.DISCARDED
 
     @property
     def size(self) -> int:
         """Bytes written so far."""
         return self.spooled.size()
+
+    @property
+    def replaced_id(self) -> str | None:
+        """The id of the attachment this file replaces, as the manifest keeps it."""
+        return self.replaces.id if self.replaces else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,9 @@ from trackerfs.core.namespace import (
 from trackerfs.core.spool import (
     OPEN,
     PENDING,
+    Change,
     LocalFile,
+    LocalState,
     Manifest,
     Spool,
     SpoolFile,
@@ -57,11 +60,13 @@ from trackerfs.errors import (
     TooLargeError,
     TrackerError,
 )
-from trackerfs.model import Attachment, Issue, Limits, Project
+from trackerfs.model import Attachment, Issue, Limits
 
 log = logging.getLogger(__name__)
 
 COPY_CHUNK = 1 << 20
+#: Checksum algorithms of `Attachment.checksum` (`ALGORITHM:HEX`) that tell an upload apart.
+CHECKSUMS = frozenset({"md5", "sha1", "sha256"})
 #: An attachment found on the tracker counts as an earlier upload of a spooled file if it
 #: was created no earlier than this before the upload started (clock skew allowance).
 SAME_UPLOAD_SLACK = 300.0
@@ -148,9 +153,9 @@ class Writer:
                 await self._check_may_replace(entry.issue, attachment, node.name)
             # A file unlinked while open changes only for its descriptors, never uploaded;
             # its attachment is deleted at the last close.
-            local = self._new_local(entry.issue, node.name, replaces=None if unlinked else attachment.id)
+            local = self._new_local(entry.issue, node.name, replaces=None if unlinked else attachment)
             if unlinked:
-                local.unlinked = local.temporary = True
+                local.change(Change.DISCARD)
                 local.spooled.save(temporary=True)
             if not truncate:
                 try:
@@ -159,13 +164,18 @@ class Writer:
                 except BaseException:
                     local.spooled.discard()
                     raise
-                local.dirty = False
+                local.change(Change.COPY)
             self.namespace.make_local(node, local)
             return local
 
-    def _new_local(self, issue: Issue, name: str, *, replaces: str | None = None) -> LocalFile:
+    def _new_local(self, issue: Issue, name: str, *, replaces: Attachment | None = None) -> LocalFile:
         manifest = Manifest(
-            issue.project_key, issue.key, name, temporary=is_temporary(name), replaces=replaces
+            issue.project_key,
+            issue.key,
+            name,
+            temporary=is_temporary(name),
+            replaces=replaces.id if replaces else None,
+            issue_ref=self.tracker.locator(issue),
         )
         return LocalFile(self.spool.create(manifest), temporary=manifest.temporary, replaces=replaces)
 
@@ -184,25 +194,23 @@ class Writer:
         """Write to a local file; EFBIG at once when it would exceed the upload limit."""
         limit = self.limits.upload_limit
         # A file cut short must never be uploaded as if it were complete: remember why.
-        if limit is not None and not local.temporary and offset + len(data) > limit:
-            local.refused = TooLargeError(f"the tracker accepts attachments up to {limit} bytes")
-            raise local.refused
+        uploadable = not local.temporary and not local.unlinked
+        if limit is not None and uploadable and offset + len(data) > limit:
+            raise local.refuse(TooLargeError(f"the tracker accepts attachments up to {limit} bytes"))
         try:
             written = local.spooled.pwrite(data, offset)
         except OSError as exc:
             refusal = SpoolFullError if exc.errno == errno.ENOSPC else TrackerError
-            local.refused = refusal(f"the spool disk refused a write: {exc.strerror}")
-            raise local.refused from exc
-        local.dirty = local.written = True
+            raise local.refuse(refusal(f"the spool disk refused a write: {exc.strerror}")) from exc
+        local.change(Change.WRITE)
         local.mtime = time.time()
         return written
 
     def truncate(self, local: LocalFile, size: int) -> None:
         """Set the size of a local file; emptying it forgives an earlier refused write."""
         local.spooled.truncate(size)
-        local.dirty, local.mtime = True, time.time()
-        if size == 0:
-            local.refused = None
+        local.change(Change.EMPTY if size == 0 else Change.TRUNCATE)
+        local.mtime = time.time()
 
     # -- uploading --------------------------------------------------------------------------
 
@@ -219,9 +227,9 @@ class Writer:
         async with local.upload_lock:
             if not local.dirty or local.temporary or local.unlinked or local_of(node) is not local:
                 return
-            if local.refused is not None:
-                raise type(local.refused)(f"{node.name} was not uploaded: {local.refused}")
-            if not last and not local.written and local.size == 0:
+            if local.refusal is not None:
+                raise type(local.refusal)(f"{node.name} was not uploaded: {local.refusal}")
+            if not last and local.state is LocalState.NEW and local.size == 0:
                 return
             await self._upload(node, local)
 
@@ -241,31 +249,48 @@ class Writer:
             name=node.name,
             issue=issue.key,
             project=issue.project_key,
-            replaces=local.replaces,
+            issue_ref=self.tracker.locator(issue),
+            replaces=local.replaced_id,
             size=size,
             upload_started=started,
         )
-        local.dirty = False
+        local.change(Change.UPLOAD)
         log.info("uploading %s/%s (%d bytes)", issue.key, node.name, size)
+        replaced = [*([local.replaces] if local.replaces else []), *node.supersedes]
         try:
-            before = {*known, local.replaces or "", *node.supersedes}
+            before = {*known, *(old.id for old in replaced)}
             attachment = await self._send(issue, node.name, size, spooled, before, started)
         except BaseException:
-            local.dirty = True
+            local.change(Change.FAIL)
             raise
         log.info("uploaded %s/%s as attachment %s", issue.key, node.name, attachment.id)
-        replaced = [local.replaces or "", *node.supersedes]
         node.supersedes = ()
-        if local.dirty:
+        if local.change(Change.CONFIRM) is not LocalState.UPLOADED:
             # Written again while the upload ran: the next close uploads the newer bytes.
-            local.replaces = attachment.id
+            local.replaces = attachment
             spooled.save(state=OPEN, replaces=attachment.id)
         else:
-            self.namespace.uploaded(node, attachment)
+            self._became(node, attachment)
             spooled.discard()
-        for old in dict.fromkeys(replaced):
-            if old and old != attachment.id:
+        for old in {old.id: old for old in replaced}.values():
+            if old.id != attachment.id:
                 await self._delete_replaced(node, old)
+
+    def _became(self, node: Node, attachment: Attachment) -> None:
+        """A local file is now `attachment`, named as the tracker stored it.
+
+        A tracker may rename an upload (Waldur sanitises names and de-duplicates them), so
+        the name is the returned record's `filename`, not the one the user gave; the
+        user's `cp` has succeeded all the same. Which name the listing shows from now on
+        is the namespace's to decide from that record.
+        """
+        entry = node.entry
+        if attachment.filename != node.name and isinstance(entry, LocalEntry):
+            log.info(
+                "the tracker stored %s/%s under the name %r", entry.issue.key, node.name, attachment.filename
+            )
+        # The listing shows the tracker's name; the user's stays an alias for the mount.
+        self.namespace.uploaded(node, attachment)
 
     async def _send(
         self, issue: Issue, name: str, size: int, spooled: SpoolFile, before: set[str], started: float
@@ -292,7 +317,8 @@ class Writer:
                 "the answer to the upload of %s/%s was lost (%s); checking the tracker", issue.key, name, lost
             )
             try:
-                landed = await self._landed(issue, name, size, started, before)
+                listing = await self.tracker.list_attachments(issue)
+                landed = await self._landed(listing, name, spooled, size, started, before)
             except TrackerError as exc:
                 log.warning("cannot tell whether %s/%s reached the tracker: %s", issue.key, name, exc)
                 raise lost from exc
@@ -305,38 +331,68 @@ class Writer:
         raise lost
 
     async def _landed(
-        self, issue: Issue, name: str, size: int, started: float, before: set[str]
+        self,
+        listing: list[Attachment],
+        name: str,
+        spooled: SpoolFile,
+        size: int,
+        started: float,
+        before: set[str],
     ) -> Attachment | None:
-        """The attachment an upload made, if the tracker has one.
+        """The attachment an upload made, if the issue's `listing` has one.
 
-        It is one not in `before` (the ids known when the upload began), of the same name
-        and size, created no earlier than the upload's start (less a clock-skew slack).
+        It is one not in `before` (the ids known when the upload began), of the upload's
+        size, created no earlier than its start (less a clock-skew slack), and holding
+        its bytes. A tracker may store an upload under a name of its own (Waldur
+        sanitises and de-duplicates), so the name alone proves nothing: a candidate of
+        another name counts only if its checksum or, without one, its content matches.
         """
-        for existing in await self.tracker.list_attachments(issue):
-            if (
-                existing.id not in before
-                and existing.filename == name
-                and existing.size == size
-                and existing.created >= started - SAME_UPLOAD_SLACK
-            ):
-                return existing
+        candidates = [
+            existing
+            for existing in listing
+            if existing.id not in before
+            and existing.size == size
+            and existing.created >= started - SAME_UPLOAD_SLACK
+        ]
+        # The upload's own name first: where the tracker kept it, no download is needed.
+        candidates.sort(key=lambda existing: existing.filename != name)
+        for candidate in candidates:
+            if await self._holds_bytes(candidate, spooled, fetch=candidate.filename != name):
+                return candidate
         return None
 
-    async def _delete_replaced(self, node: Node, attachment_id: str) -> None:
+    async def _holds_bytes(self, candidate: Attachment, spooled: SpoolFile, *, fetch: bool) -> bool:
+        """Whether `candidate` holds the spooled bytes: by its checksum, else (if `fetch`) its content.
+
+        A candidate of the upload's name, size and time that has no checksum counts as
+        the upload without a download (the rule before trackers renamed uploads).
+        """
+        algorithm, _, expected = candidate.checksum.partition(":")
+        if algorithm in CHECKSUMS and expected:
+            return await digest_of(spooled, algorithm) == expected.strip().lower()
+        if not fetch or not candidate.size:
+            return True
+        content = hashlib.sha256()
+        async with self.tracker.open_range(candidate, 0, candidate.size) as chunks:
+            async for chunk in chunks:
+                content.update(chunk)
+        return content.hexdigest() == await digest_of(spooled, "sha256")
+
+    async def _delete_replaced(self, node: Node, attachment: Attachment) -> None:
         """After an upload: delete the attachment it replaces; a refusal is only logged.
 
         The name already shows the new bytes (it belongs to the newest attachment of that
         name); the old attachment stays on the tracker under a name of its own.
         """
         try:
-            await self._delete(self.namespace.node(node.parent), attachment_id, node.name)
+            await self._delete(self.namespace.node(node.parent), attachment)
         except TrackerError as exc:
-            self.namespace.show_attachment(attachment_id)
+            self.namespace.show_attachment(attachment.id)
             log.warning(
                 "uploaded %s, but the tracker refused to delete the attachment it replaces (id %s), "
                 "which stays on the tracker under a name of its own: %s",
                 node.name,
-                attachment_id,
+                attachment.id,
                 exc,
             )
 
@@ -381,7 +437,7 @@ class Writer:
             self.namespace.hide(node, attachment)
             log.info("%s/%s is open: it is deleted when its last descriptor closes", directory.name, name)
             return node
-        await self._delete(directory, attachment.id, name)
+        await self._delete(directory, attachment)
         return node
 
     async def _check_may_delete(self, directory: Node, attachment: Attachment) -> None:
@@ -406,7 +462,7 @@ class Writer:
             return
         directory = self.namespace.node(node.parent)
         try:
-            await self._delete(directory, attachment.id, attachment.filename)
+            await self._delete(directory, attachment)
         except TrackerError as exc:
             log.error("%s/%s was unlinked but the tracker kept it: %s", directory.name, node.name, exc)
             self.namespace.unhide(node)
@@ -417,25 +473,27 @@ class Writer:
         # The original of an overwrite goes too (its bytes were replaced by the user); if
         # the tracker refuses, the local file stays and the caller gets the error.
         if local.replaces:
-            await self._delete(directory, local.replaces, node.name)
-        local.unlinked = True
+            await self._delete(directory, local.replaces)
+        local.change(Change.DISCARD)
         self.namespace.remove_local(node)
         if local.handles == 0:
             local.spooled.discard()
         else:
             local.spooled.save(temporary=True)  # never uploaded, even after a crash
 
-    async def _delete(self, directory: Node, attachment_id: str, name: str) -> None:
-        """DELETE an attachment; one that is already gone counts as deleted."""
+    async def _delete(self, directory: Node, attachment: Attachment) -> None:
+        """DELETE an attachment of an issue directory; one already gone counts as deleted."""
+        assert isinstance(directory.entry, IssueEntry), "attachments live in issue directories"
+        issue = directory.entry.issue
         try:
-            await self.tracker.delete(Attachment(attachment_id, name, 0, 0.0))
+            await self.tracker.delete(issue, attachment)
         except NotFoundError:
-            log.info("attachment %s (%s) was already gone", attachment_id, name)
+            log.info("attachment %s (%s) was already gone", attachment.id, attachment.filename)
         else:
-            log.info("deleted attachment %s (%s/%s)", attachment_id, directory.name, name)
-        self.namespace.deleted(directory, attachment_id)
+            log.info("deleted attachment %s (%s/%s)", attachment.id, directory.name, attachment.filename)
+        self.namespace.deleted(directory, attachment.id)
         if self.content is not None:
-            await self.content.discard(attachment_id)
+            await self.content.discard(attachment.id)
 
     async def rename(
         self, source_dir: Node, name: str, target_dir: Node, new_name: str, *, no_replace: bool
@@ -496,33 +554,34 @@ class Writer:
         # tracker, so a failed upload leaves it there; meanwhile it is no longer listed.
         if local.replaces:
             node.supersedes = (*node.supersedes, local.replaces)
-            self.namespace.hide_attachment(local.replaces)
+            self.namespace.hide_attachment(local.replaces.id)
             local.replaces = None
         if target is not None and isinstance(target.entry, LocalEntry):
             async with target.entry.local.upload_lock:
                 replaced = target.entry.local.replaces if isinstance(target.entry, LocalEntry) else None
                 if isinstance(target.entry, LocalEntry):
                     target_local = target.entry.local
-                    target_local.unlinked = True
+                    target_local.change(Change.DISCARD)
                     self.namespace.remove_local(target)
                     if target_local.handles == 0:
                         target_local.spooled.discard()
                     else:
                         target_local.spooled.save(temporary=True)
                 elif isinstance(target.entry, AttachmentEntry):
-                    replaced = target.entry.attachment.id
+                    replaced = target.entry.attachment
             node.supersedes = (*node.supersedes, *target.supersedes)
             local.replaces = replaced
         elif target is not None and isinstance(target.entry, AttachmentEntry):
-            local.replaces = target.entry.attachment.id
+            local.replaces = target.entry.attachment
         self.namespace.move_local(node, target_dir, new_name)
         local.temporary = is_temporary(new_name)
         local.spooled.save(
             name=new_name,
             issue=issue.key,
             project=issue.project_key,
+            issue_ref=self.tracker.locator(issue),
             temporary=local.temporary,
-            replaces=local.replaces,
+            replaces=local.replaced_id,
         )
 
     async def release(self, node: Node, local: LocalFile, *, writable: bool) -> None:
@@ -544,7 +603,7 @@ class Writer:
             # Already uploaded (the node names the attachment now) or replaced.
             local.spooled.close()
             return
-        if writable and not local.written:
+        if writable and local.state is LocalState.NEW:
             try:
                 await self.flush(node, last=True)
             except TrackerError as exc:
@@ -636,11 +695,11 @@ class Writer:
             raise TrackerError(
                 f"its data holds {size} bytes, not the {manifest.size} recorded when its upload began"
             )
-        project = Project(manifest.project, manifest.project, "")
-        issue = await self.tracker.get_issue(project, manifest.issue)
+        issue = await self.tracker.get_issue_by_reference(manifest.issue_ref or manifest.issue)
+        listing = await self._attachments_of(issue)
         started = manifest.upload_started or manifest.created
         before = set(manifest.known) | {manifest.replaces or ""}
-        landed = await self._landed(issue, manifest.name, size, started, before)
+        landed = await self._landed(listing, manifest.name, spooled, size, started, before)
         if landed is not None:
             log.info(
                 "%s/%s reached the tracker before trackerfs stopped (attachment %s)",
@@ -657,10 +716,18 @@ class Writer:
             )
             with self._busy():
                 await self.tracker.upload(issue, manifest.name, size, spooled.open_for_upload)
-        if manifest.replaces:
-            with suppress(NotFoundError):
-                await self.tracker.delete(Attachment(manifest.replaces, manifest.name, 0, 0.0))
+        # The attachment it replaces, as the tracker lists it now (not listed: already gone).
+        for old in listing:
+            if old.id == manifest.replaces:
+                with suppress(NotFoundError):
+                    await self.tracker.delete(issue, old)
         spooled.discard()
+
+    async def _attachments_of(self, issue: Issue) -> list[Attachment]:
+        """The attachments of a freshly read issue (asked for when it did not embed them)."""
+        if issue.attachments is not None:
+            return list(issue.attachments)
+        return await self.tracker.list_attachments(issue)
 
     def close(self) -> None:
         """At unmount: keep every file with bytes no upload took, and say so in one line.
@@ -682,7 +749,7 @@ class Writer:
                 if self._waits_for_upload(local):
                     local.spooled.close()
                     waiting += 1
-                elif local.unlinked or not local.dirty or not local.size or is_lock_file(node.name):
+                elif not local.dirty or not local.size or is_lock_file(node.name):
                     local.spooled.discard()
                 else:
                     move_to_recovery(self.state_dir, local.spooled)
@@ -708,10 +775,17 @@ class Writer:
     @staticmethod
     def _waits_for_upload(local: LocalFile) -> bool:
         """A closed file whose upload failed: the next mount tries again."""
-        return (
-            not local.temporary
-            and not local.unlinked
-            and local.refused is None
-            and local.dirty
-            and local.spooled.manifest.state == PENDING
-        )
+        return not local.temporary and local.state is LocalState.FAILED
+
+
+async def digest_of(spooled: SpoolFile, algorithm: str) -> str:
+    """The hex digest of a spooled file's bytes (read in a worker thread)."""
+
+    def read() -> str:
+        digest = hashlib.new(algorithm)
+        with spooled.open_for_upload() as data:
+            while chunk := data.read(COPY_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    return await trio.to_thread.run_sync(read)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import secrets
+import string
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 from starlette.requests import Request
@@ -86,6 +89,35 @@ class Dialect(ABC):
     def switch(self, name: str) -> bool:
         """The current value of one of this dialect's ``switches``."""
         return self.state.config.switches[name]
+
+
+#: Django's storage names: at most this many characters (FileField's default max_length).
+STORED_NAME_MAX = 100
+SUFFIX_ALPHABET = string.ascii_letters + string.digits
+
+
+def stored_file_name(requested: str, taken: Collection[str]) -> str:
+    r"""The name a Django file storage (Waldur's) keeps an upload under.
+
+    Spaces become ``_`` and characters outside ``[-\w.]`` are dropped
+    (``get_valid_filename``); a name already ``taken`` gets ``_`` and 7 random letters
+    before its extension, and a long name is cut to 100 characters, extension kept
+    (``get_available_name``).
+    """
+    cleaned = re.sub(r"(?u)[^-\w.]", "", requested.strip().replace(" ", "_")) or "file"
+    stem, dot, extension = cleaned.rpartition(".")
+    if not dot or not stem:
+        stem, extension = cleaned, ""
+    tail = f".{extension}" if extension else ""
+    name = _fit(stem, tail)
+    while name in taken:
+        suffix = "_" + "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(7))
+        name = _fit(stem, suffix + tail)
+    return name
+
+
+def _fit(stem: str, tail: str) -> str:
+    return stem[: max(1, STORED_NAME_MAX - len(tail))] + tail
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -8,7 +8,10 @@ own tests, ``trackerfs demo``). ``/rest/api/3/search`` answers 410 like Cloud si
 removal; ``/rest/api/2/search`` pages by ``startAt`` like Data Center.
 
 Switches (``/_emulator/config``): ``login_redirect`` answers refused credentials with a 302
-to ``/login.jsp``, as Jira Server does for a bad token, instead of 401.
+to ``/login.jsp``, as Jira Server does for a bad token, instead of 401. ``rename_uploads``
+stores uploads the way Waldur does (Jira never renames): spaces to ``_``, a random suffix
+when the name is taken, at most 100 characters; so the client's handling of a renamed
+upload is testable against this dialect.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from trackerfs.emulator.content import blob_response
-from trackerfs.emulator.dialects.base import Dialect, basic_credentials, bearer_token
+from trackerfs.emulator.dialects.base import Dialect, basic_credentials, bearer_token, stored_file_name
 from trackerfs.emulator.dialects.jira_jql import (
     Condition,
     JqlError,
@@ -150,7 +153,7 @@ class JiraDialect(Dialect):
     name: ClassVar[str] = "jira"
     flavours: ClassVar[tuple[str, ...]] = (BOTH, CLOUD, DATACENTER)
     logged_headers: ClassVar[tuple[str, ...]] = ("x-atlassian-token",)
-    switches: ClassVar[dict[str, bool]] = {"login_redirect": False}
+    switches: ClassVar[dict[str, bool]] = {"login_redirect": False, "rename_uploads": False}
 
     @staticmethod
     def format_id(kind: Kind, serial: int) -> str:
@@ -178,6 +181,13 @@ class JiraDialect(Dialect):
             return None
         user = self.state.users.get(credentials[0])
         return user if user is not None and self._is_token(credentials[1]) else None
+
+    def upload_name(self, issue: Issue, requested: str) -> str:
+        """The requested name, or with ``rename_uploads`` the name Waldur would store."""
+        if not self.switch("rename_uploads"):
+            return requested
+        taken = {a.filename for a in self.state.store.attachments.values()}
+        return stored_file_name(requested, taken)
 
     def _is_token(self, given: str) -> bool:
         # bytes: compare_digest refuses str with non-ASCII characters
