@@ -8,18 +8,18 @@ whose emulator can rename. The user's `cp` succeeds, and an upload whose answer 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.cases import TrackerCase
+from tests.support.commands import mount_at
 from tests.support.emulator import EmulatorProcess
-from tests.support.mount import Mount, force_unmount
+from tests.support.mount import force_unmount
+from tests.support.store import sha256_of, stored, uploads
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -36,39 +36,16 @@ def renaming(case: TrackerCase, clean_emulator: EmulatorProcess) -> EmulatorProc
     return clean_emulator
 
 
-def mount_at(workdir: Path, case: TrackerCase, emulator: EmulatorProcess) -> Mount:
-    return Mount(
-        workdir, url=emulator.base_url, token=emulator.token, tracker=case.tracker, profile=case.profile
-    )
-
-
-def stored(emulator: EmulatorProcess, issue: str) -> dict[str, str]:
+def names_and_digests(emulator: EmulatorProcess, issue: str) -> dict[str, str]:
     """Name → sha256 of the attachments of `issue` in the emulator's store."""
-    return {a["filename"]: a["sha256"] for a in emulator.attachments() if a["issue"] == issue}
-
-
-def uploads(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    return [r for r in emulator.requests() if r["method"] == "POST" and r["path"].endswith("/attachments")]
+    return {a["filename"]: a["sha256"] for a in stored(emulator, issue)}
 
 
 def checked_after_upload(emulator: EmulatorProcess, case: TrackerCase) -> bool:
-    """Whether the issue was read again after an upload (the check whether it landed)."""
+    """Whether an issue was read again after an upload (the check whether it landed)."""
     log = emulator.requests()
-    posts = [n for n, r in enumerate(log) if r["method"] == "POST" and r["path"].endswith("/attachments")]
-    return bool(posts) and any(
-        r["method"] == "GET" and r["path"].endswith(f"/{case.plain_issue}") for r in log[posts[0] :]
-    )
-
-
-def wait_for(condition, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    posts = [n for n, entry in enumerate(log) if case.upload.matches(entry)]
+    return bool(posts) and any(case.issue_lookup.matches(entry) for entry in log[posts[0] :])
 
 
 def test_cp_of_a_name_the_tracker_renames_succeeds_and_the_tracker_keeps_its_name(
@@ -79,12 +56,12 @@ def test_cp_of_a_name_the_tracker_renames_succeeds_and_the_tracker_keeps_its_nam
     with mount_at(tmp_path / "w", case, renaming) as mount:
         directory = mount.path / case.project / case.plain_issue
         subprocess.run(["cp", str(source), str(directory)], check=True)
-        assert stored(renaming, case.plain_issue) == {STORED_NAME: sha256(source.read_bytes())}
+        assert names_and_digests(renaming, case.plain_issue) == {STORED_NAME: sha256_of(source.read_bytes())}
         [item] = [a for a in renaming.attachments() if a["filename"] == STORED_NAME]
         # The name the user gave still reaches the new attachment during this mount.
         assert os.getxattr(directory / USER_NAME, "user.trackerfs.id").decode() == item["id"]
         assert f"stored {case.plain_issue}/{USER_NAME} under the name '{STORED_NAME}'" in mount.log_text()
-        assert len(uploads(renaming)) == 1
+        assert len(uploads(renaming, case)) == 1
 
 
 def test_a_lost_answer_to_a_renamed_upload_is_found_by_its_bytes_and_not_sent_again(
@@ -99,14 +76,14 @@ def test_a_lost_answer_to_a_renamed_upload_is_found_by_its_bytes_and_not_sent_ag
         # Someone else attaches a file of the same size meanwhile: same size and time,
         # another name, other bytes. It must not pass for the user's upload.
         case.attach_behind(renaming, case.plain_issue, "decoy.pdf", decoy)
-        renaming.fault(method="POST", path="/attachments$", action="truncate", count=1)
+        renaming.fault(**case.upload.rule(action="truncate", count=1))
         subprocess.run(["cp", str(source), str(directory)], check=True)
-        assert stored(renaming, case.plain_issue) == {
-            "decoy.pdf": sha256(decoy),
-            STORED_NAME: sha256(source.read_bytes()),
+        assert names_and_digests(renaming, case.plain_issue) == {
+            "decoy.pdf": sha256_of(decoy),
+            STORED_NAME: sha256_of(source.read_bytes()),
         }
         # One upload from the mount (the other is the decoy's, from another client).
-        assert len(uploads(renaming)) == 2
+        assert len(uploads(renaming, case)) == 2
         [item] = [a for a in renaming.attachments() if a["filename"] == STORED_NAME]
         assert os.getxattr(directory / USER_NAME, "user.trackerfs.id").decode() == item["id"]
         assert f"reached the tracker as attachment {item['id']}" in mount.log_text()
@@ -124,9 +101,8 @@ def test_a_crash_after_a_renamed_upload_landed_never_duplicates_it_at_the_next_m
         os.listdir(directory)
         # The upload is stored but its answer is cut; the mount's check of the tracker is
         # held until the mount is killed, so only the next mount can tell it landed.
-        renaming.fault(method="POST", path="/attachments$", action="truncate", count=1)
-        check = f"{case.issue_path}{case.plain_issue}$"
-        renaming.fault(method="GET", path=check, action="delay", delay=60, count=1)
+        renaming.fault(**case.upload.rule(action="truncate", count=1))
+        renaming.fault(**case.issue_lookup.rule(action="delay", delay=60, count=1))
         copy = subprocess.Popen(["cp", str(source), str(directory)])
         wait_for(lambda: checked_after_upload(renaming, case), "the mount's check after the lost answer")
     finally:
@@ -135,9 +111,9 @@ def test_a_crash_after_a_renamed_upload_landed_never_duplicates_it_at_the_next_m
         first.process.wait()
         force_unmount(first.path)
     assert copy.wait(timeout=30) != 0
-    assert stored(renaming, case.plain_issue) == {STORED_NAME: sha256(source.read_bytes())}
+    assert names_and_digests(renaming, case.plain_issue) == {STORED_NAME: sha256_of(source.read_bytes())}
     renaming.clear_requests()
     with mount_at(tmp_path / "w", case, renaming) as second:
         wait_for(lambda: "reached the tracker before trackerfs stopped" in second.log_text(), "the recovery")
-        assert stored(renaming, case.plain_issue) == {STORED_NAME: sha256(source.read_bytes())}
-        assert uploads(renaming) == []
+        assert names_and_digests(renaming, case.plain_issue) == {STORED_NAME: sha256_of(source.read_bytes())}
+        assert uploads(renaming, case) == []
