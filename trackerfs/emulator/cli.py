@@ -28,6 +28,7 @@ EXIT_USAGE = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser``."""
     parser.add_argument("--tracker", choices=sorted(DIALECTS), default="jira")
+    # Every dialect's flavours; which belong to the chosen tracker is checked after parsing.
     flavours = sorted({f for dialect in DIALECTS.values() for f in dialect.flavours})
     parser.add_argument(
         "--flavour",
@@ -68,7 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
-    """EmulatorOptions from parsed arguments."""
+    """EmulatorOptions from parsed arguments; EmulatorStartError for a flavour the tracker lacks."""
+    known = DIALECTS[args.tracker].flavours
+    if args.flavour is not None and args.flavour not in known:
+        raise EmulatorStartError(
+            f"--tracker {args.tracker} has no flavour {args.flavour!r} (it has: {', '.join(known)})"
+        )
     return EmulatorOptions(
         tracker=args.tracker,
         flavour=args.flavour,
