@@ -18,6 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from trackerfs.emulator.responses import discard_body
+from trackerfs.emulator.store import Attachment, Store, User
 
 _PARAM = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 # HTML5 form encoding (browsers, httpx, urllib3) percent-escapes only these in filename="…"
@@ -197,3 +198,22 @@ async def receive_multipart(request: Request, spool_dir: Path, limit: int) -> li
         discard_parts(writer.parts)
         raise PartTooLargeError(limit)
     return writer.parts
+
+
+def keep_part(
+    store: Store, issue_id: str, filename: str, part: ReceivedPart, *, author: User, mime_type: str | None
+) -> Attachment:
+    """Move a received file part into the store's blobs and record it as an attachment."""
+    assert part.path is not None, "only file parts are kept"
+    blob_name, blob_path = store.new_blob_path()
+    part.path.replace(blob_path)
+    return store.register_blob(
+        issue_id,
+        filename,
+        blob_name,
+        size=part.size,
+        sha256=part.sha256,
+        md5=part.md5,
+        author=author,
+        mime_type=mime_type,
+    )

@@ -52,6 +52,7 @@ from trackerfs.emulator.uploads import (
     ReceivedPart,
     UploadError,
     discard_parts,
+    keep_part,
     receive_multipart,
 )
 
@@ -569,19 +570,9 @@ class AsanaDialect(Dialect):
                     400, "file: Missing input" if not files else "file: Only one file is allowed."
                 )
             part = files[0]
-            assert part.path is not None
             name = self.upload_name(issue, _uploaded_name(part.filename or "", part.headers))
-            blob_name, blob_path = store.new_blob_path()
-            part.path.replace(blob_path)
-            created = store.register_blob(
-                issue.id,
-                name,
-                blob_name,
-                size=part.size,
-                sha256=part.sha256,
-                md5=part.md5,
-                author=user,
-                mime_type=guess_mime_type(name, part.content_type),
+            created = keep_part(
+                store, issue.id, name, part, author=user, mime_type=guess_mime_type(name, part.content_type)
             )
         else:
             raise AsanaError(400, f"resource_subtype: Invalid value: {subtype}")

@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from trackerfs.emulator.content import blob_response
 from trackerfs.emulator.seed import apply_seed
-from trackerfs.emulator.store import Issue, Kind, Store, User
+from trackerfs.emulator.store import Attachment, Issue, Kind, Store, User
 
 #: How long a signed content URL lives unless the dialect or ``/_emulator/config`` says otherwise.
 DEFAULT_MEDIA_TTL = 300.0
@@ -81,6 +82,25 @@ class Dialect(ABC):
     def upload_name(self, issue: Issue, requested: str) -> str:
         """The name the tracker stores an upload under (Waldur sanitises and dedupes)."""
         return requested
+
+    def serve_attachment(
+        self,
+        request: Request,
+        attachment: Attachment,
+        *,
+        media_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """An attachment's bytes, Range as this vendor honours it, errors in its body."""
+        return blob_response(
+            request,
+            self.state.store.blob_path(attachment),
+            size=attachment.size,
+            media_type=media_type or attachment.mime_type or "application/octet-stream",
+            range_support=self.serves_ranges(),
+            error=self.error_response,
+            extra_headers=headers,
+        )
 
     def serves_ranges(self) -> bool:
         """Whether content answers honour Range now (the vendor's rule and the test switch)."""

@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from trackerfs.emulator.content import blob_response
 from trackerfs.emulator.dialects.base import Dialect, basic_credentials, bearer_token, stored_file_name
 from trackerfs.emulator.dialects.jira_jql import (
     Condition,
@@ -43,7 +42,13 @@ from trackerfs.emulator.paging import BadPageTokenError, decode_token, encode_to
 from trackerfs.emulator.responses import AsciiJSONResponse, discard_body
 from trackerfs.emulator.routing import ANY_TEXT
 from trackerfs.emulator.store import Attachment, Issue, Kind, User, decimal_ids, guess_mime_type
-from trackerfs.emulator.uploads import PartTooLargeError, UploadError, discard_parts, receive_multipart
+from trackerfs.emulator.uploads import (
+    PartTooLargeError,
+    UploadError,
+    discard_parts,
+    keep_part,
+    receive_multipart,
+)
 
 CLOUD, DATACENTER, BOTH = "cloud", "datacenter", "both"
 #: the REST versions each flavour serves
@@ -528,27 +533,17 @@ class JiraDialect(Dialect):
         self.state.store.delete_attachment(attachment.id)
         return Response(status_code=204)
 
-    def _serve_bytes(self, request: Request, attachment: Attachment) -> Response:
-        return blob_response(
-            request,
-            self.state.store.blob_path(attachment),
-            size=attachment.size,
-            media_type=attachment.mime_type,
-            range_support=self.serves_ranges(),
-            error=self.error_response,
-        )
-
     async def attachment_content(self, request: Request, call: Call) -> Response:
         """303 to the media origin, or the bytes themselves with ``redirect=false``."""
         attachment = self._attachment(request.path_params["id"])
         if request.query_params.get("redirect", "true").lower() == "false":
-            return self._serve_bytes(request, attachment)
+            return self.serve_attachment(request, attachment)
         assert attachment.blob_name is not None
         return RedirectResponse(self.state.media_location(attachment.blob_name), status_code=303)
 
     async def secure_content(self, request: Request, call: Call) -> Response:
         """Data Center's content URL: the bytes, no redirect (the name part is not checked)."""
-        return self._serve_bytes(request, self._attachment(request.path_params["id"]))
+        return self.serve_attachment(request, self._attachment(request.path_params["id"]))
 
     async def upload(self, request: Request, call: Call) -> Response:
         """Multipart upload of one or more ``file`` parts: 200 with an array of Attachment."""
@@ -587,20 +582,7 @@ class JiraDialect(Dialect):
         store = self.state.store
         created = []
         for part in parts:
-            assert part.path is not None
-            blob_name, blob_path = store.new_blob_path()
-            part.path.replace(blob_path)
             filename = self.upload_name(issue, part.filename or "")
-            created.append(
-                store.register_blob(
-                    issue.id,
-                    filename,
-                    blob_name,
-                    size=part.size,
-                    sha256=part.sha256,
-                    md5=part.md5,
-                    author=call.user,
-                    mime_type=guess_mime_type(filename, part.content_type),
-                )
-            )
+            mime_type = guess_mime_type(filename, part.content_type)
+            created.append(keep_part(store, issue.id, filename, part, author=call.user, mime_type=mime_type))
         return AsciiJSONResponse([call.shapes.attachment(a) for a in created])

@@ -31,7 +31,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from trackerfs.emulator.content import blob_response
 from trackerfs.emulator.dialects import openproject_shapes as shapes
 from trackerfs.emulator.dialects.base import Dialect, basic_credentials, bearer_token
 from trackerfs.emulator.dialects.openproject_shapes import API, PageRequest, Renderer, paged_collection
@@ -52,6 +51,7 @@ from trackerfs.emulator.uploads import (
     ReceivedPart,
     UploadError,
     discard_parts,
+    keep_part,
     receive_multipart,
 )
 
@@ -549,14 +549,11 @@ class OpenProjectDialect(Dialect):
             served = mime
         else:
             served = "application/octet-stream"
-        return blob_response(
+        return self.serve_attachment(
             request,
-            self.state.store.blob_path(attachment),
-            size=attachment.size,
+            attachment,
             media_type=served,
-            range_support=self.serves_ranges(),
-            error=self.error_response,
-            extra_headers={
+            headers={
                 "content-disposition": _content_disposition(
                     attachment.filename, served != "application/octet-stream"
                 )
@@ -597,20 +594,10 @@ class OpenProjectDialect(Dialect):
             discard_parts(parts)
             raise
         discard_parts([p for p in parts if p is not file_part])
-        assert file_part.path is not None
-        store = self.state.store
-        blob_name, blob_path = store.new_blob_path()
-        file_part.path.replace(blob_path)
         filename = metadata["fileName"]
-        attachment = store.register_blob(
-            issue.id,
-            filename,
-            blob_name,
-            size=file_part.size,
-            sha256=file_part.sha256,
-            md5=file_part.md5,
-            author=call.user,
-            mime_type=guess_mime_type(filename, file_part.content_type),
+        mime_type = guess_mime_type(filename, file_part.content_type)
+        attachment = keep_part(
+            self.state.store, issue.id, filename, file_part, author=call.user, mime_type=mime_type
         )
         return shapes.HalResponse(call.render.attachment(attachment), status_code=201)
 

@@ -35,7 +35,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
-from trackerfs.emulator.content import blob_response
 from trackerfs.emulator.dialects.base import Dialect, bearer_token
 from trackerfs.emulator.options import DEFAULT_PAGE_SIZE
 from trackerfs.emulator.responses import AsciiJSONResponse, discard_body
@@ -46,6 +45,7 @@ from trackerfs.emulator.uploads import (
     ReceivedPart,
     UploadError,
     discard_parts,
+    keep_part,
     receive_multipart,
 )
 
@@ -648,14 +648,10 @@ class WaldurDialect(Dialect):
         disposition = "inline" if attachment.mime_type.startswith("image/") else "attachment"
         if attachment.mime_type == "image/svg+xml":
             disposition = "attachment"
-        return blob_response(
+        return self.serve_attachment(
             request,
-            self.state.store.blob_path(attachment),
-            size=attachment.size,
-            media_type=attachment.mime_type or "application/octet-stream",
-            range_support=self.serves_ranges(),
-            error=self.error_response,
-            extra_headers={
+            attachment,
+            headers={
                 "content-disposition": content_disposition(disposition, attachment.filename),
                 "content-security-policy": "default-src 'none'; sandbox",
                 "x-content-type-options": "nosniff",
@@ -696,18 +692,8 @@ class WaldurDialect(Dialect):
         with part.path.open("rb") as handle:
             head = handle.read(1024)
         discard_parts([p for p in parts if p is not part])
-        store = self.state.store
-        blob_name, blob_path = store.new_blob_path()
-        part.path.replace(blob_path)
-        attachment = store.register_blob(
-            issue.id,
-            filename,
-            blob_name,
-            size=part.size,
-            sha256=part.sha256,
-            md5=part.md5,
-            author=call.user,
-            mime_type=sniff_mime_type(head),
+        attachment = keep_part(
+            self.state.store, issue.id, filename, part, author=call.user, mime_type=sniff_mime_type(head)
         )
         return AsciiJSONResponse(self._attachment(attachment, call), status_code=201)
 

@@ -30,13 +30,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from trackerfs.emulator.content import blob_response
 from trackerfs.emulator.dialects.base import Dialect, bearer_token
 from trackerfs.emulator.responses import AsciiJSONResponse, discard_body
 from trackerfs.emulator.routing import ANY_TEXT
 from trackerfs.emulator.seed import ALICE, BOB, SEED_EPOCH, png_image
 from trackerfs.emulator.store import Attachment, Comment, Issue, Kind, Project, Store, User, guess_mime_type
-from trackerfs.emulator.uploads import PartTooLargeError, UploadError, discard_parts, receive_multipart
+from trackerfs.emulator.uploads import (
+    PartTooLargeError,
+    UploadError,
+    discard_parts,
+    keep_part,
+    receive_multipart,
+)
 
 if TYPE_CHECKING:
     from trackerfs.emulator.state import EmulatorState
@@ -705,26 +710,16 @@ class YandexDialect(Dialect):
         issue, attachment = self._find_attachment(request)
         return AsciiJSONResponse(self._attachment(call, issue, attachment))
 
-    def _bytes(self, request: Request, attachment: Attachment) -> Response:
-        return blob_response(
-            request,
-            self.state.store.blob_path(attachment),
-            size=attachment.size,
-            media_type=attachment.mime_type,
-            range_support=self.serves_ranges(),
-            error=self.error_response,
-        )
-
     async def attachment_content(self, request: Request, call: Call) -> Response:
         """The bytes, directly (the name segment is not checked, as for Jira Data Center)."""
-        return self._bytes(request, self._find_attachment(request)[1])
+        return self.serve_attachment(request, self._find_attachment(request)[1])
 
     async def thumbnail(self, request: Request, call: Call) -> Response:
         """An image's thumbnail: the image itself (404 for anything not an image)."""
         attachment = self._find_attachment(request)[1]
         if not attachment.mime_type.startswith("image/"):
             raise YandexError(404, NOT_FOUND)
-        return self._bytes(request, attachment)
+        return self.serve_attachment(request, attachment)
 
     def _check_edits(self) -> None:
         if self.switch("edits_disabled"):
@@ -766,18 +761,6 @@ class YandexDialect(Dialect):
         discard_parts([p for p in parts if p is not part])
         requested = request.query_params.get("filename") or part.filename or "file"
         filename = self.upload_name(issue, requested)
-        store = self.state.store
-        blob_name, blob_path = store.new_blob_path()
-        assert part.path is not None
-        part.path.replace(blob_path)
-        created = store.register_blob(
-            issue.id,
-            filename,
-            blob_name,
-            size=part.size,
-            sha256=part.sha256,
-            md5=part.md5,
-            author=call.user,
-            mime_type=guess_mime_type(filename, part.content_type),
-        )
+        mime_type = guess_mime_type(filename, part.content_type)
+        created = keep_part(self.state.store, issue.id, filename, part, author=call.user, mime_type=mime_type)
         return AsciiJSONResponse(self._attachment(call, issue, created), status_code=201)
