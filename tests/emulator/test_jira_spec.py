@@ -11,12 +11,12 @@ import httpx
 import pytest
 from jsonschema import FormatChecker
 from openapi_core import Config, OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.response.exceptions import InvalidData
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
+from tests.emulator.spec_check import validate
 from trackerfs.emulator.state import EmulatorState
 
 #: The parts of Atlassian's spec the emulator serves, kept in the repository (tests/specs/trim.py
@@ -83,22 +83,7 @@ def assert_attachments_valid(validator: OAS30Validator, body: dict[str, Any]) ->
 
 def check(openapi: OpenAPI, response: httpx.Response, path_pattern: str) -> None:
     """Validate one emulator response against the operation it answers."""
-    request = response.request
-    mock_request = MockRequest(
-        SPEC_HOST,
-        request.method.lower(),
-        request.url.path,
-        path_pattern=path_pattern,
-        args=dict(request.url.params),
-        headers={"Content-Type": "application/json"},
-    )
-    mock_response = MockResponse(
-        response.content,
-        status_code=response.status_code,
-        headers=dict(response.headers),
-        content_type=response.headers.get("content-type", "application/json"),
-    )
-    openapi.validate_response(mock_request, mock_response)
+    validate(openapi, response, path_pattern, host=SPEC_HOST)
 
 
 async def test_project_search(openapi: OpenAPI, api: httpx.AsyncClient) -> None:

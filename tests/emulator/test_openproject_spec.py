@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from openapi_core import Config, OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.response.exceptions import InvalidData
 
+from tests.emulator.spec_check import validate
 from trackerfs.emulator import EmulatorOptions, create_app
 from trackerfs.emulator.state import EmulatorState
 
@@ -69,21 +69,9 @@ def check(
     openapi: OpenAPI, response: httpx.Response, path_pattern: str, *, status: int | None = None
 ) -> None:
     """Validate one emulator response against the operation it answers."""
-    request = response.request
-    mock_request = MockRequest(
-        SPEC_HOST,
-        request.method.lower(),
-        request.url.path,
-        path_pattern=path_pattern,
-        args=dict(request.url.params),
+    validate(
+        openapi, response, path_pattern, host=SPEC_HOST, status=status, content_type="application/hal+json"
     )
-    mock_response = MockResponse(
-        response.content,
-        status_code=status or response.status_code,
-        headers=dict(response.headers),
-        content_type=response.headers.get("content-type", "application/hal+json"),
-    )
-    openapi.validate_response(mock_request, mock_response)
 
 
 def hal_response(body: dict[str, Any], request: httpx.Request) -> httpx.Response:

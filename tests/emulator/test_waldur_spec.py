@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from openapi_core import Config, OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.response.exceptions import InvalidData
 
+from tests.emulator.spec_check import validate
 from trackerfs.emulator import EmulatorOptions, create_app
 from trackerfs.emulator.state import EmulatorState
 
@@ -64,22 +64,7 @@ async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 def check(openapi: OpenAPI, response: httpx.Response, path_pattern: str) -> None:
     """Validate one emulator response against the operation it answers."""
-    request = response.request
-    mock_request = MockRequest(
-        HOST,
-        request.method.lower(),
-        request.url.path,
-        path_pattern=path_pattern,
-        args=dict(request.url.params),
-        headers={"Content-Type": "application/json"},
-    )
-    mock_response = MockResponse(
-        response.content,
-        status_code=response.status_code,
-        headers=dict(response.headers),
-        content_type=response.headers.get("content-type", "application/json"),
-    )
-    openapi.validate_response(mock_request, mock_response)
+    validate(openapi, response, path_pattern, host=HOST)
 
 
 async def all_of(api: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
