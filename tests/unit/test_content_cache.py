@@ -241,3 +241,17 @@ async def test_blocks_missing_from_disk_are_fetched_between_cached_ones(tmp_path
     fetched = {start // BLOCK_SIZE for start, _ in tracker.ranges()}
     assert not fetched & {1, 4, 5}
     assert 0 in fetched
+
+
+async def test_a_block_still_queued_is_read_from_the_queue_not_from_a_hole(tmp_path: Path) -> None:
+    """Block 5 is on disk, 2–4 wait in the queue: the data file has a hole where they go."""
+    cache = await opened(tmp_path)
+    item = attachment()
+    blocks = blocks_of(DATA)
+    cache.store(item, 5, blocks[5])
+    await cache.drain()
+    for index in (2, 3, 4):
+        cache.store(item, index, blocks[index])
+    assert await cache.read(item, 2, 6) == blocks[2:6]
+    await cache.drain()
+    assert await cache.read(item, 2, 6) == blocks[2:6]

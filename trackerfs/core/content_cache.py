@@ -233,38 +233,43 @@ class ContentCache:
         return entry is not None and entry.size == attachment.size and index in entry.blocks
 
     async def read(self, attachment: Attachment, lo: int, hi: int) -> list[bytes] | None:
-        """Blocks [lo, hi) from disk, or None when any of them is missing or damaged."""
-        entry = self._entries.get(attachment.id)
+        """Blocks [lo, hi) from disk, or None when any of them is missing or damaged.
+
+        A block still waiting in the write-behind queue comes from the queue, never from
+        the data file (where it may be a hole while a later block is already written).
+        """
         if not all(self.has(attachment, index) for index in range(lo, hi)):
             self._stats.misses += 1
             return None
-        queued = [self._queued.get((attachment.id, index)) for index in range(lo, hi)]
-        if all(block is not None for block in queued):
-            self._stats.hits += 1
-            return [block for block in queued if block is not None]
-        if entry is None:
-            self._stats.misses += 1
-            return None
-        touch = time.time() - entry.touched > TOUCH_INTERVAL
-        blocks = await trio.to_thread.run_sync(self._read_blocks, attachment, lo, hi, touch)
-        if blocks is None:
-            if self._entries.get(attachment.id) is entry:
-                await self._drop(entry, "its data file is shorter than its index says")
-            self._stats.misses += 1
-            return None
+        blocks = [self._queued.get((attachment.id, index)) for index in range(lo, hi)]
+        on_disk = [index for index, block in zip(range(lo, hi), blocks, strict=True) if block is None]
+        entry = self._entries.get(attachment.id)
+        if on_disk:
+            if entry is None or any(index not in entry.blocks for index in on_disk):
+                self._stats.misses += 1
+                return None
+            touch = time.time() - entry.touched > TOUCH_INTERVAL
+            read = await trio.to_thread.run_sync(self._read_blocks, attachment, on_disk, touch)
+            if read is None:
+                if self._entries.get(attachment.id) is entry:
+                    await self._drop(entry, "its data file is shorter than its index says")
+                self._stats.misses += 1
+                return None
+            for index, block in zip(on_disk, read, strict=True):
+                blocks[index - lo] = block
+            if touch:
+                entry.touched = time.time()
         self._stats.hits += 1
-        if attachment.id in self._entries:
+        if entry is not None and self._entries.get(attachment.id) is entry:
             self._entries.move_to_end(attachment.id)
-        entry.last_used = time.time()
-        if touch:
-            entry.touched = entry.last_used
-        return blocks
+            entry.last_used = time.time()
+        return [block for block in blocks if block is not None]
 
-    def _read_blocks(self, attachment: Attachment, lo: int, hi: int, touch: bool) -> list[bytes] | None:
+    def _read_blocks(self, attachment: Attachment, indices: list[int], touch: bool) -> list[bytes] | None:
         try:
             with self._data_path(attachment.id).open("rb") as data:
                 out = []
-                for index in range(lo, hi):
+                for index in indices:
                     want = self._block_length(attachment.size, index)
                     block = os.pread(data.fileno(), want, index * self.block_size)
                     if len(block) != want:
