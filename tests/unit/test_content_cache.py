@@ -244,7 +244,7 @@ async def test_blocks_missing_from_disk_are_fetched_between_cached_ones(tmp_path
 
 
 async def test_a_block_still_queued_is_read_from_the_queue_not_from_a_hole(tmp_path: Path) -> None:
-    """Block 5 is on disk, 2–4 wait in the queue: the data file has a hole where they go."""
+    """Block 5 is on disk, 2 to 4 wait in the queue: the data file has a hole where they go."""
     cache = await opened(tmp_path)
     item = attachment()
     blocks = blocks_of(DATA)
