@@ -157,7 +157,7 @@ class Writer:
             local = self._new_local(entry.issue, node.name, replaces=None if unlinked else attachment)
             if unlinked:
                 local.change(Change.DISCARD)
-                local.spooled.save(temporary=True)
+                local.spooled.save(unlinked=True)
             if not truncate:
                 try:
                     if attachment.size:
@@ -481,7 +481,7 @@ class Writer:
         if local.handles == 0:
             local.spooled.discard()
         else:
-            local.spooled.save(temporary=True)  # never uploaded, even after a crash
+            local.spooled.save(unlinked=True)  # never uploaded, nor kept after a crash
 
     async def _delete(self, directory: Node, attachment: Attachment) -> None:
         """DELETE an attachment of an issue directory; one already gone counts as deleted."""
@@ -568,7 +568,7 @@ class Writer:
                     if target_local.handles == 0:
                         target_local.spooled.discard()
                     else:
-                        target_local.spooled.save(temporary=True)
+                        target_local.spooled.save(unlinked=True)
                 elif isinstance(target.entry, AttachmentEntry):
                     replaced = target.entry.attachment
             node.supersedes = (*node.supersedes, *target.supersedes)
