@@ -414,6 +414,10 @@ class BackendOptions:
     def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = dict(values)
 
+    def value(self, key: str) -> Any:
+        """A key's value, whatever its type (for showing the profile)."""
+        return self._values[key]
+
     def text(self, key: str) -> str:
         """A string key."""
         value = self._values[key]
