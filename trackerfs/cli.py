@@ -24,10 +24,12 @@ import trio
 from trackerfs import __version__
 from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
 from trackerfs.core.spool import describe_mount, describe_state
+from trackerfs.core.statedir import mount_holder
 from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
 from trackerfs.emulator.cli import run_from_args as run_emulator
 from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
 from trackerfs.fuse.mount import Ready, check_mountpoint, run_mount
+from trackerfs.fuse.status import format_snapshot, read_snapshot
 from trackerfs.logsetup import redact, setup_logging
 from trackerfs.profilecheck import check_profile, show_profile
 
@@ -70,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("mountpoint", type=Path, help="created if missing")
     demo.set_defaults(run=command_demo)
 
-    status = commands.add_parser("status", help="files of a profile not (yet) on the tracker")
+    status = commands.add_parser(
+        "status", help="a mount's state, and files of a profile not (yet) on the tracker"
+    )
     status.add_argument("--config", type=Path, default=None, help="config file")
-    status.add_argument("profile")
+    status.add_argument("profile", metavar="PROFILE|MOUNTPOINT")
     status.set_defaults(run=command_status)
 
     config = commands.add_parser("config", help="check or show a profile")
@@ -176,22 +180,43 @@ def command_config_show(args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    """`trackerfs status PROFILE`: the mount, what waits in the spool, what was kept in recovery."""
+    """`trackerfs status PROFILE|MOUNTPOINT`: the live mount, the spool, what recovery kept.
+
+    A live mount's own status file comes first (where it is mounted, the tracker, uploads
+    in flight, caches, requests, recent problems); then, for a profile, what its state
+    directory holds, which needs no mount.
+    """
+    target = Path(args.profile)
+    if args.config is None and ("/" in args.profile or target.is_dir()):
+        try:
+            snapshot = read_snapshot(target)
+        except OSError as exc:
+            raise ConfigError(f"{target} is not a trackerfs mount that answers ({exc})") from None
+        print("\n".join(format_snapshot(snapshot)))
+        print("\n".join(describe_state_lines(snapshot.get("spool_and_recovery") or [])))
+        return 0
     profile = load_profile(args.config or default_config_path(), args.profile)
     try:
         mount, lines = describe_mount(profile.state_dir), describe_state(profile.state_dir)
+        holder = mount_holder(profile.state_dir)
     except OSError as exc:
         raise ConfigError(
             f"cannot read the state directory {profile.state_dir}: {exc.strerror or exc}"
         ) from None
     print(f"profile {profile.name}: state in {profile.state_dir}")
     print("\n".join(mount))
-    print(
-        "\n".join(lines)
-        if lines
-        else "nothing waiting: every file written through the mount is on the tracker"
-    )
+    if holder is not None and holder.mountpoint:
+        try:
+            print("\n".join(format_snapshot(read_snapshot(Path(holder.mountpoint)))))
+        except OSError as exc:
+            print(f"the mount's status file cannot be read: {exc}")
+    print("\n".join(describe_state_lines(lines)))
     return 0
+
+
+def describe_state_lines(lines: list[str]) -> list[str]:
+    """What waits in the spool and recovery, or the line that says nothing does."""
+    return lines or ["nothing waiting: every file written through the mount is on the tracker"]
 
 
 def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) -> int:

@@ -132,5 +132,15 @@ class Tracker(ABC):
         attachment through its issue, others by a URL the record carries)."""
         raise NotImplementedError
 
+    def request_statistics(self) -> dict[str, int]:
+        """Requests sent so far by method and answer, and retries, for the status file.
+
+        Every backend built on `HttpClient` keeps it as `self.http`, which counts them;
+        {} for one that does not.
+        """
+        http = getattr(self, "http", None)
+        statistics = getattr(http, "statistics", None)
+        return dict(statistics()) if callable(statistics) else {}
+
     async def aclose(self) -> None:
         """Release connections."""

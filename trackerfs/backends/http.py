@@ -41,6 +41,7 @@ import logging
 import random
 import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -536,6 +537,8 @@ class HttpClient:
         self._stalled: TTLCache[str, TrackerTimeoutError] = TTLCache(256, STALL_MEMORY, timer=clock)
         #: content sources (`_range_source`) whose server answered a Range with the whole body
         self._ignores_range: set[str] = set()
+        #: attempts by method and answer (`GET 206`, `POST failed`), and `retries`
+        self._counts: Counter[str] = Counter()
 
     @classmethod
     def for_profile(
@@ -567,6 +570,10 @@ class HttpClient:
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self._client.aclose()
+
+    def statistics(self) -> dict[str, int]:
+        """Attempts so far by method and answer (`GET 200`, `POST failed`), and `retries`."""
+        return dict(sorted(self._counts.items()))
 
     def honours_range(self, source: str | ContentLocation) -> bool:
         """Whether the server of `source` has sent only the part a Range asked for so far.
@@ -737,11 +744,13 @@ class HttpClient:
                 try:
                     response = await self._attempt(call, target, params, credentials, read=read)
                 except TrackerError as exc:
+                    self._counts[f"{call.method} failed"] += 1
                     if not _repeatable(exc):
                         raise
                     failure = exc
                     repeat = True
                 else:
+                    self._counts[f"{call.method} {response.status_code}"] += 1
                     verdict = self._verdict(response, ok)
                     if verdict is None:
                         self._remember(call)
@@ -767,6 +776,7 @@ class HttpClient:
             if self._time_left(call) - wait <= 0:
                 raise self._give_up(call, failure, f"its {self.retry.deadline:g}s deadline is spent")
             log.warning("%s failed (%s); retry %d in %.2fs", call.where, failure, attempt, wait)
+            self._counts["retries"] += 1
             await self._sleep(wait)
 
     async def _target(self, call: _Call) -> tuple[str | httpx.URL, Mapping[str, Any] | None]:

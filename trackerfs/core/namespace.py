@@ -293,6 +293,25 @@ class Namespace:
             parent.children = max(0, parent.children - 1)
             self.settle(parent)
 
+    def flush(self) -> None:
+        """Forget every cached listing, lookup and miss: the next ones ask the tracker.
+
+        Nodes stay (the kernel still refers to them); their records are refreshed as the
+        listings come back.
+        """
+        self._changes += 1
+        for cache in (
+            self._projects,
+            self._issues,
+            self._files,
+            self._direct,
+            self._direct_projects,
+            self._negative,
+            self._permissions,
+        ):
+            cache.clear()
+        self._kept.clear()
+
     def statistics(self) -> NamespaceStatistics:
         """Counters since the mount."""
         return NamespaceStatistics(

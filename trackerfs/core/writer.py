@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from trackerfs.backends.base import Tracker
+from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.namespace import (
     AttachmentEntry,
@@ -35,6 +35,7 @@ from trackerfs.core.namespace import (
     Node,
     local_of,
 )
+from trackerfs.core.progress import UploadProgress
 from trackerfs.core.spool import (
     OPEN,
     PENDING,
@@ -93,6 +94,8 @@ class Writer:
         #: the on-disk content cache, which forgets what is deleted through the mount
         self.content = content
         self._uploads = 0
+        #: uploads sent now, for the status file
+        self.in_flight: list[UploadProgress] = []
         self._idle = trio.Event()
         self._idle.set()
         #: set at unmount: recovery finishes the file in hand and leaves the rest in the spool
@@ -304,8 +307,8 @@ class Writer:
         lost: TrackerError | None = None
         for attempt in range(2):
             try:
-                with self._busy():
-                    return await self.tracker.upload(issue, name, size, spooled.open_for_upload)
+                with self._sending(issue.key, name, size, spooled) as source:
+                    return await self.tracker.upload(issue, name, size, source)
             except (OutcomeUnknownError, BadResponseError) as exc:
                 lost = exc
             except (TrackerError, OSError):
@@ -407,6 +410,17 @@ class Writer:
             self._uploads -= 1
             if not self._uploads:
                 self._idle.set()
+
+    @contextmanager
+    def _sending(self, issue: str, name: str, size: int, spooled: SpoolFile) -> Iterator[UploadSource]:
+        """An upload in flight (counted for unmount, its progress shown); yields its source."""
+        progress = UploadProgress(issue, name, size)
+        self.in_flight.append(progress)
+        try:
+            with self._busy():
+                yield progress.source(spooled.open_for_upload)
+        finally:
+            self.in_flight.remove(progress)
 
     async def wait_idle(self) -> None:
         """Return when no upload is in progress (unmount waits for them)."""
@@ -746,8 +760,8 @@ class Writer:
                 manifest.name,
                 size,
             )
-            with self._busy():
-                await self.tracker.upload(issue, manifest.name, size, spooled.open_for_upload)
+            with self._sending(issue.key, manifest.name, size, spooled) as source:
+                await self.tracker.upload(issue, manifest.name, size, source)
         # The attachment it replaces, as the tracker lists it now (not listed: already gone).
         for old in listing:
             if old.id == manifest.replaces:
