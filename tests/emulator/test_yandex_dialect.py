@@ -264,6 +264,9 @@ async def test_comment_attachments_are_listed_with_the_issue(api: httpx.AsyncCli
     assert len(comments) == 1 and isinstance(comments[0]["id"], int)
     assert [a["id"] for a in comments[0]["attachments"]] == [listed[1]["id"]]
     assert comments[0]["attachments"][0]["display"] == "run.log"
+    # the issue record counts its comments; one without comments leaves the count out
+    assert (await api.get("/v2/issues/YAN-1")).json()["commentWithoutExternalMessageCount"] == 1
+    assert "commentWithoutExternalMessageCount" not in (await api.get("/v2/issues/DEMO-1")).json()
 
 
 # -- attachments -----------------------------------------------------------------------------

@@ -350,6 +350,10 @@ class YandexDialect(Dialect):
         }
         if issue.aliases:
             body["aliases"] = list(issue.aliases)
+        # Tracker counts an issue's comments in its record (and leaves the count out at 0)
+        comments = len(self.state.store.comments_of(issue.id))
+        if comments:
+            body["commentWithoutExternalMessageCount"] = comments
         if "attachments" in expand:
             body["attachments"] = [self._attachment(call, issue, a) for a in self._attachments_of(issue)]
         return body
