@@ -278,6 +278,29 @@ def test_server_ignoring_range_still_gives_right_bytes(
     assert file_sha256(big) == item["sha256"]
 
 
+def test_a_server_found_ignoring_range_is_not_paid_again_for_every_block(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    """The first answer that comes back whole tells the mount to download once, whole.
+
+    Without that, every block read out of order re-sends the file from byte 0.
+    """
+    clean_emulator.config(range_support=False)
+    mount = make_mount()
+    big = mount.path / case.project / case.rich_issue / case.big_file
+    item = attachment(clean_emulator, case.rich_issue, case.big_file)
+    assert item["size"] >= 8 * MiB, "the big file must span many blocks"
+    clean_emulator.clear_requests()
+    expected = clean_emulator.content(item["id"])
+    with big.open("rb", buffering=0) as handle:
+        for offset in (7 * MiB, 2 * MiB, item["size"] - 5000, 5 * MiB):
+            handle.seek(offset)
+            assert handle.read(4096) == expected[offset : offset + 4096]
+    assert file_sha256(big) == item["sha256"]
+    downloads = content_requests(clean_emulator, case)
+    assert 1 <= len(downloads) <= 3, [(r["path"], r["status"]) for r in downloads]
+
+
 def test_redirect_to_media_host_never_carries_credentials(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:

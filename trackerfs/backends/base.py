@@ -97,7 +97,8 @@ class Tracker(ABC):
 
         A backend whose host always sends the whole body says False: the reader then
         downloads each attachment once, whole, into the disk cache, instead of paying
-        for the bytes before every block it reads.
+        for the bytes before every block it reads. One whose host may or may not says
+        what `HttpClient.honours_range` has learnt from the answers so far.
         """
         return True
 

@@ -534,6 +534,8 @@ class HttpClient:
             1024, location_ttl if location_ttl > 0 else 1.0, timer=clock
         )
         self._stalled: TTLCache[str, TrackerTimeoutError] = TTLCache(256, STALL_MEMORY, timer=clock)
+        #: content sources (`_range_source`) whose server answered a Range with the whole body
+        self._ignores_range: set[str] = set()
 
     @classmethod
     def for_profile(
@@ -565,6 +567,16 @@ class HttpClient:
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self._client.aclose()
+
+    def honours_range(self, source: str | ContentLocation) -> bool:
+        """Whether the server of `source` has sent only the part a Range asked for so far.
+
+        It is learnt from the answers: once a ranged `stream_range` of a source's origin
+        (or of a location's key) came back whole, this says False for good, so that a
+        backend can tell the reader to download its attachments once, whole, instead of
+        paying for every byte before each block it reads.
+        """
+        return _range_source(self.url, source) not in self._ignores_range
 
     def url(self, path: str) -> str:
         """An absolute URL for a path relative to the base URL (absolute URLs pass)."""
@@ -653,7 +665,19 @@ class HttpClient:
                     raise BadResponseError(f"asked for bytes from {start}, got a range starting at {first}")
                 yield self._body(call, response, 0, stop - start)
             else:
+                self._learn_range_ignored(source, response, start, stop)
                 yield self._body(call, response, start, stop - start)
+
+    def _learn_range_ignored(
+        self, source: str | ContentLocation, response: httpx.Response, start: int, stop: int
+    ) -> None:
+        """Remember a server that sent a whole body for a part (a 200 for the whole is no news)."""
+        length = response.headers.get("Content-Length")
+        whole = start > 0 or (length is not None and length.isdigit() and int(length) > stop - start)
+        key = _range_source(self.url, source)
+        if whole and key not in self._ignores_range:
+            self._ignores_range.add(key)
+            log.info("%s ignores Range: its attachments are downloaded whole, once", _origin_text(key))
 
     def _call(
         self,
@@ -1054,3 +1078,16 @@ def connect_reason(exc: BaseException) -> str:
             reason = str(current)
         current = current.__cause__ or current.__context__
     return reason or type(exc).__name__
+
+
+def _range_source(url: Callable[[str], str], source: str | ContentLocation) -> str:
+    """What `honours_range` remembers of a source: a location's key, else its URL's origin."""
+    if isinstance(source, ContentLocation):
+        return f"location {source.key}"
+    parts = urlsplit(url(source))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _origin_text(key: str) -> str:
+    """A remembered source for a log line (a location's key names no host)."""
+    return "the content host" if key.startswith("location ") else key
