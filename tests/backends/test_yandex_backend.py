@@ -111,6 +111,24 @@ async def test_a_file_posted_with_a_comment_names_the_comment(
     assert dict(photo.attributes) == {}
 
 
+async def test_comments_are_read_again_only_when_the_issue_changed(
+    tracker: YandexTracker, state: EmulatorState
+) -> None:
+    yan = await project(tracker, "YAN")
+    await tracker.list_issues(yan)
+    state.log.clear()
+    await tracker.list_issues(yan)
+    assert not [e for e in state.log.entries() if "comments" in e["path"]]
+    issue = state.store.issue_by_key("YAN-1")
+    assert issue is not None
+    comment = state.store.add_comment(issue.id, "one more log", author=state.token_owner)
+    state.store.add_attachment(issue.id, "late.log", b"late\n", author=state.token_owner, comment=comment.id)
+    issues = {i.key: i for i in await tracker.list_issues(yan)}
+    late = next(a for a in issues["YAN-1"].attachments or () if a.filename == "late.log")
+    assert dict(late.attributes) == {"comment": str(int(comment.id))}
+    assert len([e for e in state.log.entries() if "comments" in e["path"]]) == 1
+
+
 async def httpx_get(state: EmulatorState, path: str) -> httpx.Response:
     headers = {"Authorization": f"OAuth {TOKEN}", "X-Org-ID": ORG}
     async with httpx.AsyncClient(

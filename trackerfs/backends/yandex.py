@@ -12,8 +12,9 @@ by `perPage`/`page` with `Link` and `X-Total-Pages`, the scroll API, Tracker's e
   API refuses `queue`), and the scroll is released when the listing ends.
 - Which comment a file was posted with is not in the attachment record: only the
   issue's comments say it. They are read for an issue that has both attachments and
-  comments (Tracker's issue record counts its comments), so a queue whose issues carry
-  no comments costs its search pages and nothing more.
+  comments (Tracker's issue record counts its comments), and again only once its files
+  or its count of comments changed: a queue whose issues carry no comments costs its
+  search pages and nothing more, and so does a refresh.
 - Content is the attachment's `content` URL (`/v2/issues/KEY/attachments/ID/NAME`)
   moved onto the profile's origin, with the same headers and a Range; a file named `.`
   or `..` keeps its name segment percent-encoded, which HTTP clients would fold away.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
 from datetime import datetime
 from functools import partial
@@ -32,6 +33,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import trio
+from cachetools import LRUCache
 
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json
@@ -59,6 +61,8 @@ MAX_PAGES = 10_000
 #: The web UI of each organisation kind, for `api.tracker.yandex.net`.
 API_HOST = "api.tracker.yandex.net"
 WEB_UI = {"org_id": "https://tracker.yandex.ru", "cloud_org_id": "https://tracker.yandex.cloud"}
+#: Issues whose comment files are remembered between listings.
+COMMENT_MEMORY = 4096
 #: Fields of an issue record that count its comments (absent: none).
 COMMENT_COUNTS = ("commentWithoutExternalMessageCount", "commentWithExternalMessageCount")
 #: An issue key (`QUEUE-12`, perhaps an old key of a moved issue) and an issue id.
@@ -99,6 +103,8 @@ class YandexTracker(Tracker):
         self.max_issues = profile.max_issues
         self.page_size = options.whole("page_size")
         self.web = options.text("web_url").rstrip("/") or web_ui(profile.url, org_kind)
+        #: issue id → (what its comment files depend on, attachment id → comment id)
+        self._posted: LRUCache[str, tuple[Hashable, dict[str, str]]] = LRUCache(COMMENT_MEMORY)
         self.http = HttpClient.for_profile(
             profile,
             credentials=Credentials.from_secret(profile.secret, partial(authorization, AUTH_SCHEMES[scheme])),
@@ -284,7 +290,7 @@ class YandexTracker(Tracker):
         raw = item.get("attachments")
         attachments = None
         if isinstance(raw, list):
-            comments = await self._comments_of(key) if raw and has_comments(item) else {}
+            comments = await self._comment_files(key, str(item["id"]), item, raw) if raw else {}
             attachments = tuple(self._attachments(raw, key, comments))
         return Issue(
             key=key,
@@ -297,6 +303,25 @@ class YandexTracker(Tracker):
             attachments=attachments,
             label=key,
         )
+
+    async def _comment_files(
+        self, key: str, ident: str, item: Mapping[str, Any], raw: list[Any]
+    ) -> dict[str, str]:
+        """Attachment id → comment id for an issue's files, read again only when it can differ.
+
+        Attachments never change, so while an issue holds the same files and the same
+        number of comments, the comments name the same files: a refresh reads nothing.
+        """
+        if not has_comments(item):
+            return {}
+        files = frozenset(str(a.get("id")) for a in raw if isinstance(a, dict))
+        basis: Hashable = (files, tuple(item.get(count) for count in COMMENT_COUNTS))
+        known = self._posted.get(ident)
+        if known is not None and known[0] == basis:
+            return known[1]
+        posted = await self._comments_of(key)
+        self._posted[ident] = (basis, posted)
+        return posted
 
     async def _comments_of(self, key: str) -> dict[str, str]:
         """Attachment id → the id of the comment it was posted with, for one issue."""
