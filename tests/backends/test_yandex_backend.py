@@ -308,3 +308,34 @@ def test_the_web_ui_of_tracker_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         backend = make_tracker(profile_from_table("p", {**profile_table(**keys), "url": url}))
         assert isinstance(backend, YandexTracker) and backend.web == web
+
+
+async def test_content_from_a_server_ignoring_range_is_still_right(
+    tracker: YandexTracker, state: EmulatorState
+) -> None:
+    state.config.update({"range_support": False})
+    issue = await tracker.get_issue(await project(tracker, "DEMO"), "DEMO-1")
+    big = next(a for a in issue.attachments or () if a.filename == "big.bin")
+    expected = state.store.blob_path(state.store.attachments[big.id]).read_bytes()
+    assert tracker.honours_range(big)
+    async with tracker.open_range(big, 1000, 5000) as chunks:
+        assert b"".join([c async for c in chunks]) == expected[1000:5000]
+    # the whole body came for a part: the reader is told to download it once, whole
+    assert not tracker.honours_range(big)
+
+
+async def test_pages_without_a_link_follow_the_total_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "1"))
+        queues = [{"key": f"Q{page}{n}", "id": f"{page}{n}", "name": "q"} for n in range(2)]
+        return httpx.Response(200, json=queues, headers={"X-Total-Pages": "3", "X-Total-Count": "6"})
+
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    backend = make_tracker(
+        profile_from_table("p", profile_table(org_id=ORG)), transport=httpx.MockTransport(answer)
+    )
+    try:
+        queues = await backend.list_projects()
+    finally:
+        await backend.aclose()
+    assert [q.key for q in queues] == ["Q10", "Q11", "Q20", "Q21", "Q30", "Q31"]

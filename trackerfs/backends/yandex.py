@@ -163,18 +163,28 @@ class YandexTracker(Tracker):
     async def _pages(
         self, method: str, path: str, params: Mapping[str, Any], *, json: Any = None
     ) -> AsyncGenerator[tuple[list[Any], int], None]:
-        """The items of each page of a Tracker list and its `X-Total-Count`, following
-        `Link: rel="next"`."""
+        """The items of each page of a Tracker list and its `X-Total-Count`.
+
+        The next page is the one `Link: rel="next"` names; without the link, the next
+        `page` while `X-Total-Pages` says there are more.
+        """
         url: str = path
-        query: Mapping[str, Any] | None = params
+        query: dict[str, Any] | None = dict(params)
+        page = 1
         for _ in range(MAX_PAGES):
             response = await self.http.request(method, url, params=query, json=json, idempotent=True)
             batch = expect_list(decode_json(response), f"page of {path}")
             yield batch, header_number(response, "X-Total-Count")
             following = response.links.get("next", {}).get("url")
-            if not batch or not following:
+            if not batch:
                 return
-            url, query = self.http.on_own_origin(following), None
+            if following:
+                url, query = self.http.on_own_origin(following), None
+            elif page < header_number(response, "X-Total-Pages"):
+                url, query = path, {**params, "page": page + 1}
+            else:
+                return
+            page += 1
 
     async def _scrolled(self, body: dict[str, Any]) -> AsyncGenerator[list[Any], None]:
         """Every issue `body` selects, through a sorted scroll released at the end."""
