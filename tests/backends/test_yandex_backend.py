@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from trackerfs.backends import make_tracker
+from trackerfs.backends.base import Tracker
 from trackerfs.backends.yandex import YandexTracker, unfoldable
 from trackerfs.config import profile_from_table
 from trackerfs.emulator import EmulatorOptions, create_app
@@ -56,7 +57,7 @@ async def tracker(state: EmulatorState, monkeypatch: pytest.MonkeyPatch) -> Asyn
     await backend.aclose()
 
 
-async def project(tracker: YandexTracker, key: str) -> Project:
+async def project(tracker: Tracker, key: str) -> Project:
     return next(p for p in await tracker.list_projects() if p.key == key)
 
 
@@ -186,7 +187,7 @@ async def test_a_capped_listing_within_the_window_is_never_scrolled(
     profile = profile_from_table("p", profile_table(org_id=ORG, max_issues=7))
     backend = make_tracker(profile, transport=httpx.ASGITransport(app=create_app(state)))
     try:
-        issues = await backend.list_issues(await project(backend, "DEMO"))  # type: ignore[arg-type]
+        issues = await backend.list_issues(await project(backend, "DEMO"))
     finally:
         await backend.aclose()
     assert [i.key for i in issues] == [f"DEMO-{n}" for n in range(1, 8)]
@@ -339,3 +340,37 @@ async def test_pages_without_a_link_follow_the_total_pages(monkeypatch: pytest.M
     finally:
         await backend.aclose()
     assert [q.key for q in queues] == ["Q10", "Q11", "Q20", "Q21", "Q30", "Q31"]
+
+
+async def test_a_token_of_another_organisation_names_the_key(
+    state: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    profile = profile_from_table("p", profile_table(org_id="999"))
+    backend = make_tracker(profile, transport=httpx.ASGITransport(app=create_app(state)))
+    try:
+        with pytest.raises(PermissionDeniedError, match="not in organisation 999 of org_id") as refused:
+            await backend.check_account()
+    finally:
+        await backend.aclose()
+    assert refused.value.errno == errno.EACCES and "You are not authorized" in str(refused.value)
+
+
+async def test_a_capped_listing_that_stops_inside_a_scroll_releases_it(
+    state: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    monkeypatch.setattr(YandexDialect, "search_window", 5)
+    monkeypatch.setattr(YandexTracker, "search_window", 5)
+    monkeypatch.setattr(YandexTracker, "per_scroll", 5)
+    profile = profile_from_table("p", profile_table(org_id=ORG, max_issues=6))
+    backend = make_tracker(profile, transport=httpx.ASGITransport(app=create_app(state)))
+    try:
+        issues = await backend.list_issues(await project(backend, "DEMO"))
+    finally:
+        await backend.aclose()
+    assert [i.key for i in issues] == [f"DEMO-{n}" for n in range(1, 7)]
+    scrolls = [s for s in requests(state, "/v2/issues/_search") if "scroll" in "".join(s["query"])]
+    assert len(scrolls) == 2  # the scroll still had issues when the cap was reached
+    [release] = requests(state, "/v2/system/search/scroll/_clear")
+    assert release["status"] == 200

@@ -102,6 +102,7 @@ class YandexTracker(Tracker):
             )
         self.max_issues = profile.max_issues
         self.page_size = options.whole("page_size")
+        self.org_label = f"{options.text(org_kind)} of {org_kind}"
         self.web = options.text("web_url").rstrip("/") or web_ui(profile.url, org_kind)
         #: issue id → (what its comment files depend on, attachment id → comment id)
         self._posted: LRUCache[str, tuple[Hashable, dict[str, str]]] = LRUCache(COMMENT_MEMORY)
@@ -117,7 +118,13 @@ class YandexTracker(Tracker):
         await self.http.aclose()
 
     async def check_account(self) -> Account:
-        body = expect_dict(await self.http.get_json(f"{API}/myself"), "myself")
+        try:
+            body = expect_dict(await self.http.get_json(f"{API}/myself"), "myself")
+        except PermissionDeniedError as exc:
+            # Tracker takes the token but not in this organisation: say which key to check.
+            raise PermissionDeniedError(
+                f"{exc} (the token is valid, but not in organisation {self.org_label})", status=exc.status
+            ) from None
         ident = body.get("uid") or body.get("id") or body.get("login") or ""
         return Account(id=str(ident), name=str(body.get("display") or body.get("login") or ""))
 
