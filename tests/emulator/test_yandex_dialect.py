@@ -373,6 +373,19 @@ async def test_edits_disabled_switch_answers_423(api: httpx.AsyncClient, state: 
     assert readme in state.store.attachments
 
 
+async def test_rename_uploads_switch_stores_the_name_waldur_would(api: httpx.AsyncClient) -> None:
+    await api.post("/_emulator/config", json={"rename_uploads": True})
+    params = {"filename": "my report.pdf"}
+    first = await api.post("/v2/issues/DEMO-5/attachments/", params=params, files={"file": ("file", b"1")})
+    second = await api.post("/v2/issues/DEMO-5/attachments/", params=params, files={"file": ("file", b"2")})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["name"] == "my_report.pdf"
+    assert second.json()["name"] not in ("my report.pdf", "my_report.pdf")
+    await api.post("/_emulator/config", json={"rename_uploads": False})
+    kept = await api.post("/v2/issues/DEMO-5/attachments/", params=params, files={"file": ("file", b"3")})
+    assert kept.json()["name"] == "my report.pdf"
+
+
 async def test_rate_limit_fault_without_retry_after(api: httpx.AsyncClient) -> None:
     await api.post("/_emulator/faults", json={"path": "/v2/queues", "status": 429, "headers": {}})
     limited = await api.get("/v2/queues/")
