@@ -1,7 +1,7 @@
 """The `trackerfs` command: mount, demo, emulate.
 
-Commands: mount, status, demo, emulate. Exit codes: 0 success, 1 the tracker or the mount
-failed, 2 bad usage or configuration.
+Commands: mount, status, config (check, show), demo, emulate. Exit codes: 0 success, 1 the
+tracker or the mount failed, 2 bad usage or configuration.
 Errors are one line on stderr, never a traceback (unless --debug).
 """
 
@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+import trio
+
 from trackerfs import __version__
 from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
 from trackerfs.core.spool import describe_mount, describe_state
@@ -27,6 +29,7 @@ from trackerfs.emulator.cli import run_from_args as run_emulator
 from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
 from trackerfs.fuse.mount import Ready, check_mountpoint, run_mount
 from trackerfs.logsetup import redact, setup_logging
+from trackerfs.profilecheck import check_profile, show_profile
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, default=None, help="config file")
     status.add_argument("profile")
     status.set_defaults(run=command_status)
+
+    config = commands.add_parser("config", help="check or show a profile")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_commands.add_parser("check", help="validate a profile and sign in with it (one request)")
+    check.add_argument("--config", type=Path, default=None, help="config file")
+    check.add_argument("--debug", action="store_true", help="log every request")
+    check.add_argument("profile")
+    check.set_defaults(run=command_config_check)
+    show = config_commands.add_parser("show", help="print a profile with every default, the token left out")
+    show.add_argument("--config", type=Path, default=None, help="config file")
+    show.add_argument("profile")
+    show.set_defaults(run=command_config_show)
 
     emulate = commands.add_parser("emulate", help="run the built-in tracker emulator on 127.0.0.1")
     add_emulator_arguments(emulate)
@@ -141,6 +156,24 @@ def command_mount(args: argparse.Namespace) -> int:
         lambda ready: run_mount(profile, mountpoint, ready=ready, debug_fuse=args.debug_fuse),
         lambda: setup_logging_for(args, log_file),
     )
+
+
+def command_config_check(args: argparse.Namespace) -> int:
+    """Validate a profile and sign in: 0 and one line when all is well, else one line on stderr."""
+    if args.debug:
+        setup_logging(debug=True, quiet=False, log_file=None)
+    else:
+        # The verdict is the one line; retries and warnings on the way are not.
+        logging.disable(logging.CRITICAL)
+    profile = load_profile(args.config or default_config_path(), args.profile)
+    print(one_line(trio.run(check_profile, profile)))
+    return 0
+
+
+def command_config_show(args: argparse.Namespace) -> int:
+    """The profile as trackerfs reads it, every default filled in, the token never read."""
+    print(show_profile(load_profile(args.config or default_config_path(), args.profile)))
+    return 0
 
 
 def command_status(args: argparse.Namespace) -> int:
