@@ -44,6 +44,14 @@ DEMO_PROFILES: dict[str, dict[str, object]] = {
     "jira": {"user": "demo@example.com", "flavour": "cloud", "auth": "basic"},
     "yandex": {"org_id": "12345"},
 }
+#: What the demo banner calls each tracker.
+DEMO_NAMES = {
+    "jira": "Jira",
+    "asana": "Asana",
+    "waldur": "Waldur",
+    "openproject": "OpenProject",
+    "yandex": "Yandex Tracker",
+}
 EMULATOR_START_TIMEOUT = 60.0
 
 
@@ -313,7 +321,7 @@ def command_demo(args: argparse.Namespace) -> int:
             run_mount(
                 profile,
                 mountpoint.resolve(),
-                ready=lambda: _print_demo(found, mountpoint),
+                ready=lambda: _print_demo(found, mountpoint, args.tracker),
                 debug_fuse=args.debug_fuse,
             )
     finally:
@@ -384,22 +392,22 @@ def _forward(source: IO[str], target: IO[str]) -> None:
         target.flush()
 
 
-def _print_demo(found: dict[str, str], mountpoint: Path) -> None:
+def _print_demo(found: dict[str, str], mountpoint: Path, tracker: str) -> None:
     where = mountpoint
     print(
         f"""
-trackerfs demo: the built-in Jira emulator is mounted at {where}
+trackerfs demo: the built-in {DEMO_NAMES.get(tracker, tracker)} emulator is mounted at {where}
 
   emulator   {found["url"]}   (content host {found.get("media", "?")})
-  token      {found.get("token", "?")}   (any user name; or: Authorization: Bearer TOKEN)
+  token      {found.get("token", "?")}
 
 Try, in another terminal:
-  ls {where}
-  ls -l {where}/DEMO/DEMO-1
-  sha256sum {where}/DEMO/DEMO-1/*
-  unzip -l {where}/DEMO/DEMO-1/archive.zip
-  getfattr -d {where}/DEMO/DEMO-1/readme.txt
-  ls {where}/DEMO/DEMO-3        # hostile names from the server, made safe
+  ls {where}                      # projects
+  ls {where}/*                    # their issues
+  find {where} -type f | head     # attachments
+  sha256sum $(find {where} -type f | head -5)
+  getfattr -d "$(find {where} -type f | head -1)"
+  trackerfs status {where}
 
 Press Ctrl-C to unmount and stop.""",
         flush=True,
