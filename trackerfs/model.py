@@ -49,6 +49,11 @@ class Attachment:
     checksum: str = ""
     #: the author's account id as `Account.id` writes it ("" when the tracker does not say)
     author_id: str = ""
+    #: the tracker says this attachment cannot be deleted (so not replaced either)
+    read_only: bool = False
+    #: vendor facts shown as extended attributes, `(name, value)`: `("md5", HEX)` shows as
+    #: `user.trackerfs.md5`; names the core shows itself (`id`, `size`, …) are not replaced
+    attributes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,13 @@ from trackerfs.config import CacheSettings
 from trackerfs.core.namespace import ROOT_INODE, AttachmentEntry, LocalEntry, Namespace, Node
 from trackerfs.core.spool import PENDING, Manifest, Spool
 from trackerfs.core.writer import Writer
-from trackerfs.errors import OutcomeUnknownError, PermissionDeniedError, TooLargeError, TrackerError
+from trackerfs.errors import (
+    NotPermittedError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    TooLargeError,
+    TrackerError,
+)
 from trackerfs.model import Attachment, Issue, Limits, Permissions
 
 
@@ -127,6 +133,45 @@ async def test_an_overwrite_the_account_may_not_delete_is_refused_before_any_upl
     with pytest.raises(PermissionDeniedError):
         await writer.begin_overwrite(node, truncate=True)
     assert tracker.uploads() == 0 and isinstance(node.entry, AttachmentEntry)
+
+
+@pytest.fixture
+def fixed(tracker: WritableTracker) -> WritableTracker:
+    """P-1 holds `fixed.txt`, an attachment the tracker will not let anyone delete."""
+    issue = tracker.issues["P-1"]
+    item = Attachment("2", "fixed.txt", 5, 1.0, read_only=True)
+    tracker.blobs["2"] = b"fixed"
+    tracker.issues["P-1"] = Issue(issue.key, issue.id, "P", attachments=(*(issue.attachments or ()), item))
+    return tracker
+
+
+@pytest.mark.parametrize("change", ["unlink", "truncate", "write"])
+async def test_a_read_only_attachment_is_refused_eperm_before_any_request(
+    fixed: WritableTracker, writer: Writer, change: str
+) -> None:
+    directory = await issue_dir(writer)
+    node = await writer.namespace.lookup(directory.inode, "fixed.txt")
+    fixed.calls.clear()
+    with pytest.raises(NotPermittedError) as refused:
+        if change == "unlink":
+            await writer.unlink(directory, "fixed.txt")
+        else:
+            await writer.begin_overwrite(node, truncate=change == "truncate")
+    assert refused.value.errno == errno.EPERM
+    assert fixed.calls == [] and isinstance(node.entry, AttachmentEntry)
+    assert await writer.namespace.find(directory, "fixed.txt") is node
+
+
+async def test_a_read_only_attachment_is_not_replaced_by_a_rename_onto_it(
+    fixed: WritableTracker, writer: Writer
+) -> None:
+    directory = await issue_dir(writer)
+    local = await writer.create(directory, "draft.txt")
+    fixed.calls.clear()
+    with pytest.raises(NotPermittedError):
+        await writer.rename(directory, "draft.txt", directory, "fixed.txt", no_replace=False)
+    assert fixed.uploads() == 0 and not [call for call in fixed.calls if call[0] == "delete"]
+    assert await writer.namespace.find(directory, "draft.txt") is local
 
 
 async def test_the_permission_answer_is_asked_once_for_a_burst_of_creates(

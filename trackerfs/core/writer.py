@@ -123,6 +123,7 @@ class Writer:
         Uploading the new bytes and then failing to delete the old attachment would leave
         both, so an overwrite the account may not finish is refused before anything is sent.
         """
+        refuse_read_only(attachment, f"{issue.key}/{name}", "overwritten")
         await self._check_may_create(issue, name)
         if (await self.namespace.permissions(issue)).may_delete(attachment) is False:
             raise PermissionDeniedError(
@@ -432,6 +433,7 @@ class Writer:
         if not isinstance(node.entry, AttachmentEntry):
             raise NotPermittedError(f"{name} is a directory of the tracker")
         attachment = node.entry.attachment
+        refuse_read_only(attachment, f"{directory.name}/{name}", "deleted")
         if node.opens:
             await self._check_may_delete(directory, attachment)
             self.namespace.hide(node, attachment)
@@ -789,3 +791,9 @@ async def digest_of(spooled: SpoolFile, algorithm: str) -> str:
         return digest.hexdigest()
 
     return await trio.to_thread.run_sync(read)
+
+
+def refuse_read_only(attachment: Attachment, path: str, what: str) -> None:
+    """EPERM, before any request, for changing an attachment the tracker says is fixed."""
+    if attachment.read_only:
+        raise NotPermittedError(f"{path}: the tracker does not let this attachment be {what}")

@@ -50,6 +50,8 @@ WRITE_SIZE = 1 << 20
 #: readdir offsets 0 and 1 are `.` and `..`; children follow from offset 2.
 DOT_NAMES = (pyfuse3.FileNameT(b"."), pyfuse3.FileNameT(b".."))
 FILE_MODE = stat.S_IFREG | 0o644
+#: an attachment the tracker will not let anyone delete or replace
+READ_ONLY_MODE = stat.S_IFREG | 0o444
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -157,7 +159,7 @@ class Operations(pyfuse3.Operations):
         when = self.mounted_at
         item = node.entry
         if isinstance(item, AttachmentEntry):
-            entry.st_mode = pyfuse3.ModeT(FILE_MODE)
+            entry.st_mode = pyfuse3.ModeT(READ_ONLY_MODE if item.attachment.read_only else FILE_MODE)
             entry.st_nlink = 0 if node.unlinked else 1
             entry.st_size = item.attachment.size
             when = int(item.attachment.created * 1e9) or when

@@ -42,8 +42,8 @@ def values(namespace: Namespace, node: Node) -> dict[str, str]:
 
 
 def attachment_values(item: Attachment, issue: Issue) -> dict[str, str]:
-    """An attachment's metadata, as the tracker gave it."""
-    return {
+    """An attachment's metadata, as the tracker gave it, then the vendor's own facts."""
+    shown = {
         "id": item.id,
         "url": item.web_url,
         "mime_type": item.mime_type,
@@ -54,6 +54,9 @@ def attachment_values(item: Attachment, issue: Issue) -> dict[str, str]:
         "issue": issue.key,
         "checksum": item.checksum,
     }
+    for name, value in item.attributes:
+        shown.setdefault(name, value)
+    return shown
 
 
 def local_values(local: LocalFile, issue: Issue) -> dict[str, str]:
