@@ -275,6 +275,7 @@ class OpenProjectTracker(Tracker):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BadResponseError(f"attachment {ident}: fileSize is not a size")
         author = links(item).get("author")
+        checksum = checksum_of(item.get("digest"))
         return Attachment(
             id=ident,
             filename=str(item.get("fileName") or item.get("title") or ""),
@@ -285,7 +286,8 @@ class OpenProjectTracker(Tracker):
             author_id=link_id(item, "author"),
             web_url=f"{self.site}{API}/attachments/{quote(ident)}/content",
             content_url=link_href(item, "staticDownloadLocation") or "",
-            checksum=checksum_of(item.get("digest")),
+            checksum=checksum,
+            attributes=(("md5", checksum.removeprefix("md5:")),) if checksum else (),
         )
 
 
