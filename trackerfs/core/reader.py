@@ -61,6 +61,10 @@ FETCH_RESUMES = 2
 #: Blocks read from the disk cache per worker-thread call: a reader waiting for the first
 #: of them does not wait for a whole readahead window to come off the disk.
 DISK_RUN = 8
+#: Seconds a whole download that failed its checksum fails again at once: the kernel
+#: repeats a failed read straight away, and a third download must not turn the EIO the
+#: user was owed into a success.
+MISMATCH_MEMORY = 2.0
 
 BlockKey = tuple[str, int]
 
@@ -125,6 +129,8 @@ class WholeDownload:
     served: dict[int, bytes] = field(default_factory=dict)
     held: tuple[int, bytes] | None = None
     digest: hashlib._Hash | None = None
+    #: the checksum failure that ended the download, if one did
+    failed: BadResponseError | None = None
 
     @classmethod
     def of(cls, attachment: Attachment) -> WholeDownload:
@@ -164,7 +170,10 @@ class WholeDownload:
         """The EIO that ends the download, logged once as an error."""
         what = self.attachment
         log.error("attachment %s (%s): %s checksum mismatch; %s", what.id, what.filename, self.algorithm, why)
-        return BadResponseError(f"attachment {what.id}: its content does not match its {self.algorithm}")
+        self.failed = BadResponseError(
+            f"attachment {what.id}: its content does not match its {self.algorithm}"
+        )
+        return self.failed
 
 
 @dataclass(slots=True)
@@ -209,6 +218,8 @@ class Reader:
         self._pending_bytes = 0
         #: attachments whose whole-file download (no Range) is running → the blocks asked of it
         self._fills: dict[str, set[int]] = {}
+        #: attachments whose whole download failed its checksum → when, and the error
+        self._mismatched: dict[str, tuple[float, BadResponseError]] = {}
         self._stats = ReaderStatistics()
 
     def open(self, attachment: Attachment) -> ReadState:
@@ -416,6 +427,10 @@ class Reader:
         error: BaseException | None = None
         download = WholeDownload.of(attachment)
         try:
+            recent = self._mismatched.pop(attachment.id, None)
+            if recent is not None and trio.current_time() - recent[0] < MISMATCH_MEMORY:
+                self._mismatched[attachment.id] = recent
+                raise recent[1]
             while self._waiting(attachment, wanted):
                 if passes > FETCH_RESUMES:
                     raise error or TemporaryError(f"attachment {attachment.id}: download did not finish")
@@ -429,6 +444,8 @@ class Reader:
                     continue
                 await self._settle(attachment, download)
         except TrackerError as exc:
+            if exc is download.failed:
+                self._mismatched[attachment.id] = (trio.current_time(), download.failed)
             self._fail_waiting(attachment, wanted, exc)
         except Exception as exc:
             log.exception("download of attachment %s failed", attachment.id)
