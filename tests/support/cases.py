@@ -70,6 +70,11 @@ class Route:
         return {"path": self.path, "method": self.method, "origin": self.origin, **fault}
 
 
+def listed_as_itself(key: str) -> str | None:
+    """A store project listed in the root under its own key."""
+    return key
+
+
 @dataclass(frozen=True)
 class TrackerCase:
     """One tracker (or flavour) as the conformance suite sees it."""
@@ -130,6 +135,9 @@ class TrackerCase:
     #: the vendor's own client library, where there is one the emulator speaks to
     vendor_client: OpenVendorClient | None = None
     # -- which directories of the demo seed play which part ----------------------------
+    #: the root directory name a project of the store (by its key) is listed under; None
+    #: for one the signed-in user may not see (any name that reaches it still works)
+    listed_project: Callable[[str], str | None] = listed_as_itself
     project: str = "DEMO"
     #: the issue with one attachment of each kind, including the big file
     rich_issue: str = "DEMO-1"
@@ -343,6 +351,11 @@ def openproject_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClien
         yield OpenProjectVendorClient(ApiClient(emulator.base_url, emulator.token, timeout=30), http)
 
 
+def openproject_listed(key: str) -> str | None:
+    """Projects are listed by `identifier`, the key in lower case; HR is hidden (404)."""
+    return None if key == "HR" else key.lower()
+
+
 def openproject_case(case_id: str, flavour: str, **more: Any) -> TrackerCase:
     """OpenProject keeping files on its own disk (`local`) or in an object store (`remote`)."""
     return TrackerCase(
@@ -368,7 +381,7 @@ def openproject_case(case_id: str, flavour: str, **more: Any) -> TrackerCase:
         issue_page="/work_packages/{issue}",
         basic_user="apikey",
         vendor_client=openproject_vendor_client,
-        project="demo",
+        listed_project=openproject_listed,
         issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
         **more,
     )
