@@ -39,7 +39,7 @@ from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
 from trackerfs.backends.records import expect_dict, expect_list, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import BadResponseError, ConfigError, NotFoundError, TooLargeError, TrackerError
-from trackerfs.model import Account, Attachment, Issue, Limits, Project
+from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,16 @@ class OpenProjectTracker(Tracker):
         )
         #: project id → identifier, for work packages found without their project
         self._identifiers: dict[str, str] = {}
+        #: the signed-in user's id, as attachment author links name it (set by check_account)
+        self.account_id = ""
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def check_account(self) -> Account:
         body = expect_dict(await self.http.get_json(f"{API}/users/me"), "users/me")
-        return Account(id=str(body.get("id", "")), name=str(body.get("name") or body.get("login") or ""))
+        self.account_id = str(body.get("id", ""))
+        return Account(id=self.account_id, name=str(body.get("name") or body.get("login") or ""))
 
     async def list_projects(self) -> list[Project]:
         projects: list[Project] = []
@@ -201,6 +204,24 @@ class OpenProjectTracker(Tracker):
         limit = body.get("maximumAttachmentFileSize")
         valid = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
         return Limits(upload_limit=limit if valid else None)
+
+    async def permissions(self, issue: Issue) -> Permissions:
+        """What the work package's links say: OpenProject renders `addAttachment` only where
+        the user may add, and an attachment's `delete` only where the user may delete it."""
+        body = await self._work_package(issue.id)
+        attached = embedded(body).get("attachments")
+        elements = embedded(attached).get("elements", []) if isinstance(attached, dict) else []
+        own: list[bool] = []
+        others: list[bool] = []
+        for item in records(expect_list(elements, "attachments"), f"attachment of {issue.key}", ("id",)):
+            mine = bool(self.account_id) and link_id(item, "author") == self.account_id
+            (own if mine else others).append(link_href(item, "delete") is not None)
+        return Permissions(
+            create=link_href(body, "addAttachment") is not None,
+            delete_own=all(own) if own else None,
+            delete_any=all(others) if others else None,
+            account=self.account_id,
+        )
 
     async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
         """One multipart POST: the `metadata` JSON part first, then `file` (as documented)."""
