@@ -116,9 +116,11 @@ class TrackerCase:
     duplicate_names_allowed: bool = True
     #: the issue listing carries the attachments (no request per issue)
     embeds_attachments_in_listing: bool = True
-    #: the tracker says ahead whether the account may add or delete attachments, and
-    #: whether attachments are turned on at all
+    #: the tracker says ahead whether the account may add or delete attachments
     permission_query: bool = True
+    #: the tracker says whether attachments are turned on at all, apart from what the
+    #: account may do (else a tracker with them off only refuses this account)
+    announces_attachments_off: bool = True
     #: the tracker says its upload size limit ahead of an upload
     announces_upload_limit: bool = True
     #: issue directories are named by keys (`KEY-N`) that change when an issue moves,
@@ -376,7 +378,7 @@ def openproject_case(case_id: str, flavour: str, **more: Any) -> TrackerCase:
         account_check=Route(f"{OP_API}/users/me", "GET"),
         content_path=lambda item: f"{OP_API}/attachments/{item['id']}/content",
         embeds_attachments_in_listing=False,
-        permission_query=False,
+        announces_attachments_off=False,
         issue_cap_option="max_issues",
         issue_page="/work_packages/{issue}",
         basic_user="apikey",
