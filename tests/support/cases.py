@@ -156,6 +156,12 @@ class TrackerCase:
     big_file: str = "big.bin"
     page_size: int = 5
 
+    @property
+    def content_always_redirected(self) -> bool:
+        """Whether content always comes through a redirect to another origin (`media_redirect`
+        is `{}`: no profile key is needed for it), so never from the tracker's own origin."""
+        return self.media_redirect is not None and not self.media_redirect
+
     def refreshes_listing(self, entry: Mapping[str, Any]) -> bool:
         """Whether a request log entry is the mount asking again what a directory holds."""
         routes = (self.listing, self.issue_lookup, self.attachment_listing)
