@@ -43,6 +43,7 @@ EMULATOR_TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
 DEMO_PROFILES: dict[str, dict[str, object]] = {
     "jira": {"user": "demo@example.com", "flavour": "cloud", "auth": "basic"},
     "yandex": {"org_id": "12345"},
+    "openproject": {"auth": "basic"},
 }
 #: What the demo banner calls each tracker.
 DEMO_NAMES = {
