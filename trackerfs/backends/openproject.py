@@ -197,7 +197,9 @@ class OpenProjectTracker(Tracker):
         return self.http.stream_range(content_path(attachment), start, stop)
 
     def honours_range(self, attachment: Attachment) -> bool:
-        return self.range_requests
+        # Local storage may or may not honour Range (the web server in front decides): the
+        # profile can say so up front, else the first answer that comes back whole does.
+        return self.range_requests and self.http.honours_range(content_path(attachment))
 
     async def limits(self) -> Limits:
         body = expect_dict(await self.http.get_json(f"{API}/configuration"), "configuration")
