@@ -1,6 +1,7 @@
 # trackerfs: set up, run the demo, run the tests.
 #
 #   make demo     apt packages (when missing), a virtualenv, then `trackerfs demo ./tracker`
+#                 (TRACKER=asana|waldur|openproject|yandex picks another tracker's emulator)
 #   make test     the same set-up plus the tools the tests drive, then the whole test suite
 #   make check    ruff and mypy
 #   make bench    the benchmark suite (docs/benchmarks.md); BENCH_ARGS=--quick for a smoke run
@@ -9,6 +10,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MOUNTPOINT ?= ./tracker
+# the emulator dialect of `make demo`: jira, asana, waldur, openproject or yandex
+TRACKER ?= jira
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -49,7 +52,7 @@ $(VENV)/.installed: pyproject.toml | deps
 venv: deps $(VENV)/.installed
 
 demo: venv
-	$(BIN)/trackerfs demo $(MOUNTPOINT)
+	$(BIN)/trackerfs demo --tracker $(TRACKER) $(MOUNTPOINT)
 
 test: venv test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
