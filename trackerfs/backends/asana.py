@@ -12,9 +12,10 @@ paging, the workspace choice, pre-signed downloads, the upload's form fields.
 - Listings send `limit` (without it Asana gives no `next_page`); an offset token that
   expired (400) restarts the listing from its first page.
 - Content is read from the attachment's pre-signed `download_url` on Asana's storage,
-  which lives about two minutes: one from a listing is used while it is young, else a
-  fresh one is asked for, and again when the storage answers 403. The token never goes
-  there (the HTTP client sends credentials to the API's origin only).
+  which lives about two minutes: it is asked for (`GET /attachments/{gid}`) when a
+  download starts, reused by its ranges for `URL_REUSE` seconds, and asked for again
+  when the storage answers 403. The token never goes there (the HTTP client sends
+  credentials to the API's origin only).
 - Links to other services (Dropbox, Google Drive, Box, OneDrive, Vimeo, any URL) have no
   bytes on Asana: each shows as a small read-only `NAME.url` Internet shortcut.
 """
@@ -26,13 +27,13 @@ import mimetypes
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 import trio
-from cachetools import TTLCache
 
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import (
@@ -70,17 +71,13 @@ LISTING_RESTARTS = 3
 FREE_PLAN_BUDGET = 150
 #: Asana refuses uploads over 100 MB; the limit is fixed, not announced.
 UPLOAD_LIMIT = 100 * 1024 * 1024
-#: Seconds a `download_url` from a listing is used without asking again: well inside the
-#: two minutes Asana signs it for, so that a read started late in its life still has time.
-URL_FRESH = 60.0
-#: Seconds the ranges of one download reuse the URL they were sent to (then a fresh one).
+#: Seconds the ranges of one download reuse the `download_url` they were sent to, then a
+#: fresh one is asked for: well inside the two minutes Asana signs it for.
 URL_REUSE = 60.0
-#: A `download_url` in hand per attachment, at most this many kept.
-KEPT_URLS = 4096
 
 PROJECT_FIELDS = "name,permalink_url"
 TASK_FIELDS = "name,created_at,modified_at,permalink_url"
-ATTACHMENT_FIELDS = "name,size,created_at,host,resource_subtype,download_url,permanent_url,view_url"
+ATTACHMENT_FIELDS = "name,size,created_at,host,resource_subtype,permanent_url,view_url"
 #: Attachments Asana holds the bytes of; any other host is a link to another service.
 OWN_HOST = "asana"
 SHORTCUT_SUFFIX = ".url"
@@ -94,6 +91,15 @@ class _OffsetRefusedError(Exception):
     def __init__(self, error: BadRequestError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+@dataclass(slots=True)
+class _Asked:
+    """One request for a `download_url` that others wait on."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    url: str = ""
+    error: TrackerError | None = None
 
 
 class AsanaTracker(Tracker):
@@ -141,8 +147,8 @@ class AsanaTracker(Tracker):
         )
         self.workspace_gid = ""
         self._workspace_lock = trio.Lock()
-        #: download URLs that came with a listing, by attachment gid, while young
-        self._urls: TTLCache[str, str] = TTLCache(KEPT_URLS, URL_FRESH, timer=trio.current_time)
+        #: download URLs being asked for, by attachment gid
+        self._asking: dict[str, _Asked] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -276,10 +282,31 @@ class AsanaTracker(Tracker):
         return ContentLocation(f"attachment {attachment.id}", lambda: self._download_url(attachment.id))
 
     async def _download_url(self, gid: str) -> str:
-        """A current `download_url`: one from a young listing (used once), else a fresh one."""
-        kept = self._urls.pop(gid, None)
-        if kept:
-            return kept
+        """A freshly signed `download_url`; block fetches of one attachment ask together."""
+        while True:
+            asked = self._asking.get(gid)
+            if asked is None:
+                break
+            await asked.done.wait()
+            if asked.error is not None:
+                raise asked.error
+            if asked.url:
+                return asked.url
+            # The one asking was cancelled: ask again.
+        asked = _Asked()
+        self._asking[gid] = asked
+        try:
+            asked.url = await self._ask_download_url(gid)
+        except TrackerError as exc:
+            asked.error = exc
+            raise
+        finally:
+            del self._asking[gid]
+            asked.done.set()
+        return asked.url
+
+    async def _ask_download_url(self, gid: str) -> str:
+        """`download_url` as Asana signs it now (a listing's would be as old as the listing)."""
         body = await self.http.get_json(f"{API}/attachments/{gid}", params={"opt_fields": "download_url"})
         url = data_of(body, f"attachment {gid}").get("download_url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
@@ -297,7 +324,7 @@ class AsanaTracker(Tracker):
         body = MultipartBody(
             [
                 FieldPart("parent", issue.id.encode("ascii")),
-                FilePart("file", quote(filename, safe=" ", errors="surrogateescape"), size, source),
+                FilePart("file", filename, size, source, mime_type_of(filename), percent_encoded=True),
             ]
         )
         response = await self.http.request("POST", f"{API}/attachments", body=body, idempotent=False)
@@ -369,9 +396,6 @@ class AsanaTracker(Tracker):
             size = int(item["size"])
         except (KeyError, TypeError, ValueError):
             raise BadResponseError(f"attachment {gid}: no size") from None
-        url = item.get("download_url")
-        if isinstance(url, str) and url:
-            self._urls[gid] = url
         return Attachment(
             id=gid,
             filename=name,
