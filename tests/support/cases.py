@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -328,6 +330,56 @@ def asana_error(message: str) -> dict[str, Any]:
     return {"errors": [{"message": message, "help": "For more information on API status codes …"}]}
 
 
+class AsanaVendorClient:
+    """The official `asana` package (v5), as `VendorClient`."""
+
+    def __init__(self, client: Any, emulator: EmulatorProcess, workdir: Path) -> None:
+        self.client = client
+        self.emulator = emulator
+        self.workdir = workdir
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach through the client, which uploads a file by its path."""
+        import asana
+
+        source = self.workdir / name
+        source.write_bytes(data)
+        parent = asana_task_gid(self.emulator, issue)
+        created = asana.AttachmentsApi(self.client).create_attachment_for_object(
+            {"parent": parent, "file": str(source)}
+        )
+        return str(created["gid"])
+
+    def read(self, issue: str, name: str) -> bytes:
+        """Download through the pre-signed `download_url` the client is given."""
+        import asana
+
+        attachments = asana.AttachmentsApi(self.client)
+        listed = attachments.get_attachments_for_object(asana_task_gid(self.emulator, issue), {})
+        [gid] = [item["gid"] for item in listed if item["name"] == name]
+        fresh = attachments.get_attachment(gid, {"opt_fields": "download_url"})
+        # Asana's URL is pre-signed: the token must not go with it.
+        answer = httpx.get(fresh["download_url"])
+        answer.raise_for_status()
+        return answer.content
+
+
+@contextmanager
+def asana_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """The official `asana` client speaking API 1.0 to an emulator."""
+    import asana  # only the interop tests need the package
+
+    configuration = asana.Configuration()
+    configuration.host = f"{emulator.base_url}{ASANA_API}"
+    configuration.access_token = emulator.token
+    client = asana.ApiClient(configuration)
+    with tempfile.TemporaryDirectory(prefix="asana-client-") as workdir:
+        try:
+            yield AsanaVendorClient(client, emulator, Path(workdir))
+        finally:
+            client.rest_client.pool_manager.clear()
+
+
 def asana_case() -> TrackerCase:
     """Asana: tasks named by their names, attachments listed per task, pre-signed content."""
     api = re.escape(ASANA_API)
@@ -353,6 +405,7 @@ def asana_case() -> TrackerCase:
         announces_upload_limit=False,
         issue_keys=False,
         names_authors=False,
+        vendor_client=asana_vendor_client,
         issue_cap_option="max_issues",
         issue_page="/task/{id}",
         names=ASANA_NAMES,
