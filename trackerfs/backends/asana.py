@@ -157,7 +157,7 @@ class AsanaTracker(Tracker):
 
     async def check_account(self) -> Account:
         me = await self._me()
-        await self._choose_workspace(me)
+        self._choose_workspace(me)
         return Account(id=str(me.get("gid", "")), name=str(me.get("name") or ""))
 
     async def _me(self) -> dict[str, Any]:
@@ -170,10 +170,10 @@ class AsanaTracker(Tracker):
         """The gid of the workspace the mount shows, chosen once."""
         async with self._workspace_lock:
             if not self.workspace_gid:
-                await self._choose_workspace(await self._me())
+                self._choose_workspace(await self._me())
         return self.workspace_gid
 
-    async def _choose_workspace(self, me: dict[str, Any]) -> None:
+    def _choose_workspace(self, me: dict[str, Any]) -> None:
         seen = records(expect_list(me.get("workspaces") or [], "users/me workspaces"), "workspace", ("gid",))
         self.workspace_gid = choose_workspace(self.profile_name, self.wanted_workspace, seen)
 
