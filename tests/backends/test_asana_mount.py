@@ -211,3 +211,26 @@ def test_a_file_over_the_upload_limit_fails_before_any_upload(
     assert uploads(emulator, case) == []
     assert stored(emulator, "Demo issue 5") == []
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+
+
+def test_find_costs_task_pages_and_one_attachment_listing_per_task(
+    case: TrackerCase, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    listing = case.attachment_listing
+    assert listing is not None
+    with mount_at(tmp_path / "w", case, emulator) as mount:
+        project = mount.path / PROJECT
+        emulator.clear_requests()
+        assert len(os.listdir(project)) == 12
+        assert not any(listing.matches(r) for r in emulator.requests()), "ls stays lazy"
+        found = subprocess.run(["find", str(project)], capture_output=True, text=True, check=True).stdout
+        requests = emulator.requests()
+    assert f"{PROJECT}/Demo issue 1/big.bin" in found
+    listings = [
+        r for r in requests if case.attachment_listing is not None and case.attachment_listing.matches(r)
+    ]
+    first_pages = [r["query"]["parent"] for r in listings if "offset" not in r["query"]]
+    assert len(first_pages) == len(set(first_pages)) == 12, "one listing per task, none twice"
+    assert all(r["query"].get("limit") for r in listings)
+    assert [r for r in requests if case.issue_lookup.matches(r) or r["origin"] == "media"] == []
+    assert not any(r["status"] == 429 for r in requests)
