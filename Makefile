@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 # Debian packages: FUSE and the build of pyfuse3; the tools the tests use as a person
 # would; and, for `make bench` only, the media host, the peer filesystem and fio.
 APT_BUILD := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
-APT_TEST := attr file unzip rsync curl less vim sqlite3 libreoffice-writer-nogui
+APT_TEST := attr file unzip rsync curl less vim sqlite3 systemd libglib2.0-bin libreoffice-writer-nogui
 APT_BENCH := nginx-light rclone fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

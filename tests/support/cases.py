@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -420,6 +421,83 @@ def asana_case() -> TrackerCase:
     )
 
 
+# -- Yandex Tracker ---------------------------------------------------------------------
+
+#: the organisation the emulator serves by default (`--org-id`)
+YANDEX_ORG = "12345"
+YANDEX_API = "/v2"
+
+
+def yandex_headers(emulator: EmulatorProcess) -> dict[str, str]:
+    """An OAuth token and the organisation header, as Tracker wants them on every request."""
+    return {"Authorization": f"OAuth {emulator.token}", "X-Org-ID": YANDEX_ORG}
+
+
+def yandex_attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+    """Upload through Tracker's API: the name in `?filename=`, the bytes in part `file`."""
+    with yandex_api_client(emulator) as client:
+        answer = client.post(
+            f"{YANDEX_API}/issues/{issue}/attachments/",
+            params={"filename": name},
+            files={"file": ("file", data)},
+        )
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def yandex_upload_check(request: dict[str, Any]) -> None:
+    """Tracker wants the organisation, the name in `?filename=` and one part named `file`."""
+    assert request["headers"].get("x-org-id") == YANDEX_ORG
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert request["query"].get("filename")
+    assert [part["part"] for part in request["upload"]] == ["file"]
+
+
+def yandex_error(message: str) -> dict[str, Any]:
+    """Tracker's error body (its status is the answer's; 500 stands for any here)."""
+    return {"errors": {}, "errorMessages": [message], "statusCode": 500}
+
+
+def yandex_api_client(emulator: EmulatorProcess) -> httpx.Client:
+    """Tracker's API as the signed-in user, in the emulator's organisation."""
+    return httpx.Client(base_url=emulator.base_url, headers=yandex_headers(emulator))
+
+
+def yandex_content_path(item: dict[str, Any]) -> str:
+    """`/v2/issues/KEY/attachments/ID/NAME`, the name one segment (`.` and `..` encoded)."""
+    name = quote(item["filename"], safe="")
+    if item["filename"] in (".", ".."):
+        name = name.replace(".", "%2E")
+    return f"{YANDEX_API}/issues/{item['issue']}/attachments/{item['id']}/{name}"
+
+
+class YandexVendorClient:
+    """The official `yandex-tracker-client` package, as `VendorClient`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach through the client (the name travels in `?filename=`)."""
+        created = self.client.issues[issue].attachments.create(io.BytesIO(data), params={"filename": name})
+        return str(created.id)
+
+    def read(self, issue: str, name: str) -> bytes:
+        """Download through the client."""
+        [attachment] = [a for a in self.client.issues[issue].attachments if a.name == name]
+        return b"".join(attachment.read())
+
+
+@contextmanager
+def yandex_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """The official client speaking API v2 to an emulator."""
+    from yandex_tracker_client import TrackerClient  # only the interop tests need the package
+
+    yield YandexVendorClient(
+        TrackerClient(token=emulator.token, org_id=YANDEX_ORG, base_url=emulator.base_url, retries=0)
+    )
+
+
 CASES = [
     jira_case(
         "jira-cloud",
@@ -440,6 +518,28 @@ CASES = [
         content_path=lambda item: f"/secure/attachment/{item['id']}/{item['filename']}",
         listing="/rest/api/2/search",
         profile={"flavour": "datacenter", "auth": "bearer"},
+    ),
+    TrackerCase(
+        id="yandex",
+        tracker="yandex",
+        profile={"org_id": YANDEX_ORG},
+        attach_behind=yandex_attach,
+        upload_check=yandex_upload_check,
+        error_body=yandex_error,
+        api_client=yandex_api_client,
+        emulator_args=("--tracker", "yandex"),
+        upload=Route(rf"^{YANDEX_API}/issues/[^/]+/attachments/?$", "POST"),
+        delete=Route(rf"^{YANDEX_API}/issues/[^/]+/attachments/[^/]+/?$", "DELETE"),
+        content=Route(rf"^{YANDEX_API}/issues/[^/]+/attachments/[^/]+/", "GET"),
+        listing=Route(rf"^{YANDEX_API}/issues/_search$", "POST"),
+        issue_lookup=Route(rf"^{YANDEX_API}/issues/[^/_][^/]*$", "GET"),
+        account_check=Route(f"{YANDEX_API}/myself", "GET"),
+        content_path=yandex_content_path,
+        permission_query=False,
+        announces_upload_limit=False,
+        issue_cap_option="max_issues",
+        vendor_client=yandex_vendor_client,
+        issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
     ),
     asana_case(),
 ]

@@ -46,7 +46,7 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -605,6 +605,8 @@ class HttpClient:
         self._stalled: TTLCache[str, TrackerTimeoutError] = TTLCache(256, STALL_MEMORY, timer=clock)
         #: content sources (`_range_source`) whose server answered a Range with the whole body
         self._ignores_range: set[str] = set()
+        #: attempts by method and answer (`GET 206`, `POST failed`), and `retries`
+        self._counts: Counter[str] = Counter()
 
     @classmethod
     def for_profile(
@@ -638,6 +640,10 @@ class HttpClient:
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self._client.aclose()
+
+    def statistics(self) -> dict[str, int]:
+        """Attempts so far by method and answer (`GET 200`, `POST failed`), and `retries`."""
+        return dict(sorted(self._counts.items()))
 
     def honours_range(self, source: str | ContentLocation) -> bool:
         """Whether the server of `source` has sent only the part a Range asked for so far.
@@ -809,11 +815,13 @@ class HttpClient:
                 try:
                     response = await self._attempt(call, target, params, credentials, read=read)
                 except TrackerError as exc:
+                    self._counts[f"{call.method} failed"] += 1
                     if not _repeatable(exc):
                         raise
                     failure = exc
                     repeat = True
                 else:
+                    self._counts[f"{call.method} {response.status_code}"] += 1
                     verdict = self._verdict(response, ok)
                     if verdict is None:
                         self._remember(call)
@@ -841,6 +849,7 @@ class HttpClient:
             if self._time_left(call) - wait <= 0:
                 raise self._give_up(call, failure, f"its {self.retry.deadline:g}s deadline is spent")
             log.warning("%s failed (%s); retry %d in %.2fs", call.where, failure, attempt, wait)
+            self._counts["retries"] += 1
             await self._sleep(wait)
 
     def _pause_budget(self, response: httpx.Response, retry_after: float | None, attempt: int) -> None:

@@ -284,6 +284,17 @@ class JiraTracker(Tracker):
     async def delete(self, issue: Issue, attachment: Attachment) -> None:
         await self.http.request("DELETE", f"{self.api}/attachment/{quote(attachment.id, safe='')}")
 
+    def project_reference(self, name: str) -> str | None:
+        """A project key (`DEMO`) or numeric id; anything else (a desktop probe) is none."""
+        return name if re.fullmatch(r"[A-Z][A-Z0-9_]+|[1-9][0-9]*", name) else None
+
+    async def get_project(self, reference: str) -> Project:
+        body = await self.http.get_json(f"{self.api}/project/{quote(reference, safe='')}")
+        found = records([expect_dict(body, "project")], "project", ("key",))
+        if not found:
+            raise BadResponseError(f"project {reference}: the answer names no project")
+        return self._project(found[0])
+
     def _project(self, item: dict[str, Any]) -> Project:
         key = str(item["key"])
         return Project(
