@@ -44,6 +44,7 @@ DEMO_PROFILES: dict[str, dict[str, object]] = {
     "jira": {"user": "demo@example.com", "flavour": "cloud", "auth": "basic"},
     "asana": {"workspace": "Demo workspace"},
     "yandex": {"org_id": "12345"},
+    "openproject": {"auth": "basic"},
 }
 #: What the demo banner calls each tracker.
 DEMO_NAMES = {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from tests.benchmarks import asana, metadata, random_reads, reread, sequential, upload, yandex
+from tests.benchmarks import asana, metadata, openproject, random_reads, reread, sequential, upload, yandex
 from tests.benchmarks.bench import Bench, open_bench
 from tests.benchmarks.plots import draw
 from tests.benchmarks.report import Section, document, environment, scale_text, source_state
@@ -28,8 +28,9 @@ SECTIONS: dict[str, Callable[[Bench], Section]] = {
     metadata.NAME: metadata.run,
     upload.NAME: upload.run,
     reread.NAME: reread.run,
-    asana.NAME: asana.run,
+    openproject.NAME: openproject.run,
     yandex.NAME: yandex.run,
+    asana.NAME: asana.run,
 }
 TOOLS = ("nginx", "rclone", "fio", "curl", "unzip", "fusermount3", "cat", "dd", "find")
 RESULTS = REPO_ROOT / "docs" / "benchmarks"

@@ -137,7 +137,8 @@ def test_files_with_temporary_names_are_kept_at_unmount_in_one_line(
         assert mount.unmount() == 0
     finally:
         mount.stop()
-    folder = mount.state / "recovered" / case.project / case.plain_issue
+    # named as the project is listed, where the user saw it
+    folder = mount.state / "recovered" / str(case.listed_project(case.project)) / case.plain_issue
     assert sorted(os.listdir(folder)) == sorted(TEMPORARY_LOOKING)
     for name in TEMPORARY_LOOKING:
         assert (folder / name).read_bytes() == f"bytes of {name}\n".encode()

@@ -9,6 +9,7 @@ tracker can do (capability flags) and which requests of the emulator's log are w
 from __future__ import annotations
 
 import io
+import json
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -72,6 +73,11 @@ class Route:
         return {"path": self.path, "method": self.method, "origin": self.origin, **fault}
 
 
+def listed_as_itself(key: str) -> str | None:
+    """A store project listed in the root under its own key."""
+    return key
+
+
 @dataclass(frozen=True)
 class TrackerCase:
     """One tracker (or flavour) as the conformance suite sees it."""
@@ -113,9 +119,11 @@ class TrackerCase:
     duplicate_names_allowed: bool = True
     #: the issue listing carries the attachments (no request per issue)
     embeds_attachments_in_listing: bool = True
-    #: the tracker says ahead whether the account may add or delete attachments, and
-    #: whether attachments are turned on at all
+    #: the tracker says ahead whether the account may add or delete attachments
     permission_query: bool = True
+    #: the tracker says whether attachments are turned on at all, apart from what the
+    #: account may do (else a tracker with them off only refuses this account)
+    announces_attachments_off: bool = True
     #: the tracker says its upload size limit ahead of an upload
     announces_upload_limit: bool = True
     #: issue directories are named by keys (`KEY-N`) that change when an issue moves,
@@ -138,8 +146,9 @@ class TrackerCase:
     #: what the mount calls the seed's projects and issues, by their keys in the store,
     #: where that is not the key (a tracker without keys names them by their titles)
     names: Mapping[str, str] = field(default_factory=dict)
-    #: the seed's project directories the root shows
-    projects: tuple[str, ...] = ("DEMO", "OPS")
+    #: the root directory name a project of the store (by its key) is listed under; None
+    #: for one the signed-in user may not see (any name that reaches it still works)
+    listed_project: Callable[[str], str | None] = listed_as_itself
     project: str = "DEMO"
     #: the issue with one attachment of each kind, including the big file
     rich_issue: str = "DEMO-1"
@@ -155,6 +164,12 @@ class TrackerCase:
     issues: tuple[str, ...] = field(default_factory=tuple)
     big_file: str = "big.bin"
     page_size: int = 5
+
+    @property
+    def content_always_redirected(self) -> bool:
+        """Whether content always comes through a redirect to another origin (`media_redirect`
+        is `{}`: no profile key is needed for it), so never from the tracker's own origin."""
+        return self.media_redirect is not None and not self.media_redirect
 
     def refreshes_listing(self, entry: Mapping[str, Any]) -> bool:
         """Whether a request log entry is the mount asking again what a directory holds."""
@@ -410,7 +425,7 @@ def asana_case() -> TrackerCase:
         issue_cap_option="max_issues",
         issue_page="/task/{id}",
         names=ASANA_NAMES,
-        projects=("Demo project", "Operations"),
+        listed_project=lambda key: ASANA_NAMES.get(key, key),
         project="Demo project",
         rich_issue="Demo issue 1",
         duplicates_issue="Demo issue 2",
@@ -418,6 +433,121 @@ def asana_case() -> TrackerCase:
         plain_issue="Demo issue 5",
         missing_issue="1200000000999999",
         issues=tuple(f"Demo issue {n}" for n in range(1, 13)),
+    )
+
+
+# -- OpenProject (local storage and remote storage behind a 302) ---------------------------
+
+OP_API = "/api/v3"
+
+
+def openproject_http(emulator: EmulatorProcess) -> httpx.Client:
+    """OpenProject's API as the token's user: Basic with the user name `apikey`."""
+    return httpx.Client(base_url=emulator.base_url, auth=("apikey", emulator.token), timeout=30.0)
+
+
+def openproject_upload(http: httpx.Client, work_package: str, name: str, data: bytes) -> str:
+    """The documented upload: a `metadata` JSON part first, then `file`; returns the id."""
+    answer = http.post(
+        f"{OP_API}/work_packages/{work_package}/attachments",
+        files=[
+            ("metadata", (None, json.dumps({"fileName": name}), "application/json")),
+            ("file", (name, data, "application/octet-stream")),
+        ],
+    )
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def openproject_attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+    """Upload through the API (a semantic id such as DEMO-1 names the work package)."""
+    with openproject_http(emulator) as http:
+        return openproject_upload(http, issue, name, data)
+
+
+def openproject_upload_check(request: dict[str, Any]) -> None:
+    """OpenProject wants multipart with the `metadata` part first and the `file` part second."""
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert [part["part"] for part in request["upload"]] == ["metadata", "file"]
+
+
+def openproject_error(message: str) -> dict[str, Any]:
+    """OpenProject's HAL error body."""
+    return {
+        "_type": "Error",
+        "errorIdentifier": "urn:openproject-org:api:v3:errors:InternalServerError",
+        "message": message,
+    }
+
+
+class OpenProjectVendorClient:
+    """`openproject-api-client` for listing and downloads; uploads as the spec documents them
+    (the PyPI clients cannot upload a file)."""
+
+    def __init__(self, client: Any, http: httpx.Client) -> None:
+        self.client = client
+        self.http = http
+
+    def _work_package_id(self, issue: str) -> int:
+        answer = self.http.get(f"{OP_API}/work_packages/{issue}")
+        answer.raise_for_status()
+        return int(answer.json()["id"])
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach with the documented multipart POST."""
+        return openproject_upload(self.http, str(self._work_package_id(issue)), name, data)
+
+    def read(self, issue: str, name: str) -> bytes:
+        """List and download through the client."""
+        found = self.client.get_attachments_by_work_package(self._work_package_id(issue))
+        [attachment] = [a for a in found if a.filename == name]
+        answer = self.client.http_get(f"attachments/{attachment.id}/content")
+        data: bytes = answer.content
+        return data
+
+
+@contextmanager
+def openproject_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """`openproject-api-client` (and plain HTTP for uploads) against an emulator."""
+    from openproject_api_client import ApiClient  # only the interop tests need the package
+
+    with openproject_http(emulator) as http:
+        yield OpenProjectVendorClient(ApiClient(emulator.base_url, emulator.token, timeout=30), http)
+
+
+def openproject_listed(key: str) -> str | None:
+    """Projects are listed by `identifier`, the key in lower case; HR is hidden (404)."""
+    return None if key == "HR" else key.lower()
+
+
+def openproject_case(case_id: str, flavour: str, **more: Any) -> TrackerCase:
+    """OpenProject keeping files on its own disk (`local`) or in an object store (`remote`)."""
+    return TrackerCase(
+        id=case_id,
+        tracker="openproject",
+        profile={"auth": "basic"},
+        attach_behind=openproject_attach,
+        upload_check=openproject_upload_check,
+        error_body=openproject_error,
+        api_client=openproject_http,
+        emulator_args=("--tracker", "openproject", "--flavour", flavour),
+        upload=Route(rf"^{OP_API}/work_packages/[^/]+/attachments$", "POST"),
+        delete=Route(rf"^{OP_API}/attachments/[^/]+$", "DELETE"),
+        content=Route(rf"^{OP_API}/attachments/[^/]+/content$", "GET"),
+        listing=Route(rf"^{OP_API}/projects/[^/]+/work_packages$"),
+        issue_lookup=Route(rf"^{OP_API}/work_packages/[^/]+$", "GET"),
+        attachment_listing=Route(rf"^{OP_API}/work_packages/[^/]+/attachments$", "GET"),
+        account_check=Route(f"{OP_API}/users/me", "GET"),
+        content_path=lambda item: f"{OP_API}/attachments/{item['id']}/content",
+        embeds_attachments_in_listing=False,
+        announces_attachments_off=False,
+        issue_cap_option="max_issues",
+        issue_page="/work_packages/{issue}",
+        basic_user="apikey",
+        vendor_client=openproject_vendor_client,
+        listed_project=openproject_listed,
+        issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
+        **more,
     )
 
 
@@ -519,6 +649,8 @@ CASES = [
         listing="/rest/api/2/search",
         profile={"flavour": "datacenter", "auth": "bearer"},
     ),
+    openproject_case("openproject-local", "local"),
+    openproject_case("openproject-remote", "remote", media_redirect={}),
     TrackerCase(
         id="yandex",
         tracker="yandex",

@@ -11,6 +11,7 @@ import httpx
 from trackerfs.backends.asana import AsanaTracker
 from trackerfs.backends.base import Tracker
 from trackerfs.backends.jira import JiraTracker
+from trackerfs.backends.openproject import OpenProjectTracker
 from trackerfs.backends.yandex import YandexTracker
 from trackerfs.config import BackendOptions, Profile, ProfileKey, backend_options
 from trackerfs.errors import ConfigError
@@ -32,6 +33,7 @@ REGISTRY: dict[str, Backend] = {
     JiraTracker.name: JiraTracker,
     AsanaTracker.name: AsanaTracker,
     YandexTracker.name: YandexTracker,
+    OpenProjectTracker.name: OpenProjectTracker,
 }
 
 
