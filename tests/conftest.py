@@ -54,7 +54,9 @@ def case(request: pytest.FixtureRequest) -> TrackerCase:
 @pytest.fixture(scope="session")
 def emulator(case: TrackerCase) -> Iterator[EmulatorProcess]:
     """One emulator per tracker for the session, with small pages so listings cross them."""
-    with EmulatorProcess(*case.emulator_args, "--page-size", str(case.page_size)) as running:
+    with EmulatorProcess(
+        *case.emulator_args, "--page-size", str(case.page_size), names=case.names
+    ) as running:
         yield running
 
 

@@ -25,6 +25,9 @@ class Scale:
     files_per_issue: int
     fio_seconds: int
     repeats: int
+    #: tasks of the Asana project `find` sweeps, and the Asana plan whose rate limit applies
+    asana_tasks: int = 1000
+    asana_plan: str = "free"
 
 
 FULL = Scale(
@@ -48,4 +51,6 @@ QUICK = Scale(
     files_per_issue=3,
     fio_seconds=3,
     repeats=1,
+    # just over one free minute's budget: the budget waits once, the client meets 429s
+    asana_tasks=160,
 )

@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -127,17 +129,23 @@ class TrackerCase:
     #: issue directories are named by keys (`KEY-N`) that change when an issue moves,
     #: the old key answering for the new one; else by ids that never change
     issue_keys: bool = True
+    #: attachment records name who attached them (the author xattr)
+    names_authors: bool = True
     #: the profile key that caps how many issues a listing shows; None: no such cap
     issue_cap_option: str | None = None
     #: the path the tracker redirects a refused sign-in to; None: it never does
     login_page: str | None = None
-    #: an issue's web page, `{issue}` standing for its directory name (its url xattr)
+    #: an issue's web page, `{issue}` standing for its directory name and `{id}` for its
+    #: id (its url xattr)
     issue_page: str = "/{issue}"
     #: the user a Basic Authorization header carries with the token; None: no Basic auth
     basic_user: str | None = None
     #: the vendor's own client library, where there is one the emulator speaks to
     vendor_client: OpenVendorClient | None = None
     # -- which directories of the demo seed play which part ----------------------------
+    #: what the mount calls the seed's projects and issues, by their keys in the store,
+    #: where that is not the key (a tracker without keys names them by their titles)
+    names: Mapping[str, str] = field(default_factory=dict)
     #: the root directory name a project of the store (by its key) is listed under; None
     #: for one the signed-in user may not see (any name that reaches it still works)
     listed_project: Callable[[str], str | None] = listed_as_itself
@@ -278,6 +286,153 @@ def jira_case(
         vendor_client=jira_vendor_client(api.rsplit("/", 1)[-1]),
         issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
         **more,
+    )
+
+
+# -- Asana ------------------------------------------------------------------------------
+
+ASANA_API = "/api/1.0"
+ASANA_WORKSPACE = "Demo workspace"
+#: what the demo seed's projects and tasks are called in Asana, by their keys in the store
+ASANA_NAMES = {
+    "DEMO": "Demo project",
+    "OPS": "Operations",
+    **{f"DEMO-{n}": f"Demo issue {n}" for n in range(1, 13)},
+    "OPS-1": "Runbook",
+    "OPS-2": "Nothing attached",
+    # the second project called "Operations": the later gid is the one in its name
+    "LINKS": "Operations (1200000000001046)",
+}
+
+
+def asana_api_client(emulator: EmulatorProcess) -> httpx.Client:
+    """Asana's API 1.0 with the mount's personal access token."""
+    return httpx.Client(
+        base_url=f"{emulator.base_url}{ASANA_API}", headers={"Authorization": f"Bearer {emulator.token}"}
+    )
+
+
+def asana_task_gid(emulator: EmulatorProcess, task: str) -> str:
+    """The gid of a task of the demo workspace by its directory name (or its gid)."""
+    if task.isdigit():
+        return task
+    with asana_api_client(emulator) as api:
+        spaces = api.get("/workspaces").json()["data"]
+        [space] = [s["gid"] for s in spaces if s["name"] == ASANA_WORKSPACE]
+        for project in api.get(f"/workspaces/{space}/projects").json()["data"]:
+            for item in api.get(f"/projects/{project['gid']}/tasks").json()["data"]:
+                if item["name"] == task:
+                    return str(item["gid"])
+    raise LookupError(f"no task {task!r} in {ASANA_WORKSPACE}")
+
+
+def asana_attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+    """Upload through Asana's API, as another user of the workspace would."""
+    parent = asana_task_gid(emulator, issue)
+    with asana_api_client(emulator) as api:
+        answer = api.post("/attachments", data={"parent": parent}, files={"file": (name, data)})
+    answer.raise_for_status()
+    return str(answer.json()["data"]["gid"])
+
+
+def asana_upload_check(request: dict[str, Any]) -> None:
+    """Asana wants a multipart form of the task's gid (`parent`) and one `file`."""
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert [part["part"] for part in request["upload"]] == ["parent", "file"]
+
+
+def asana_error(message: str) -> dict[str, Any]:
+    """Asana's error body."""
+    return {"errors": [{"message": message, "help": "For more information on API status codes …"}]}
+
+
+class AsanaVendorClient:
+    """The official `asana` package (v5), as `VendorClient`."""
+
+    def __init__(self, client: Any, emulator: EmulatorProcess, workdir: Path) -> None:
+        self.client = client
+        self.emulator = emulator
+        self.workdir = workdir
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach through the client, which uploads a file by its path."""
+        import asana
+
+        source = self.workdir / name
+        source.write_bytes(data)
+        parent = asana_task_gid(self.emulator, issue)
+        created = asana.AttachmentsApi(self.client).create_attachment_for_object(
+            {"parent": parent, "file": str(source)}
+        )
+        return str(created["gid"])
+
+    def read(self, issue: str, name: str) -> bytes:
+        """Download through the pre-signed `download_url` the client is given."""
+        import asana
+
+        attachments = asana.AttachmentsApi(self.client)
+        listed = attachments.get_attachments_for_object(asana_task_gid(self.emulator, issue), {})
+        [gid] = [item["gid"] for item in listed if item["name"] == name]
+        fresh = attachments.get_attachment(gid, {"opt_fields": "download_url"})
+        # Asana's URL is pre-signed: the token must not go with it.
+        answer = httpx.get(fresh["download_url"])
+        answer.raise_for_status()
+        return answer.content
+
+
+@contextmanager
+def asana_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """The official `asana` client speaking API 1.0 to an emulator."""
+    import asana  # only the interop tests need the package
+
+    configuration = asana.Configuration()
+    configuration.host = f"{emulator.base_url}{ASANA_API}"
+    configuration.access_token = emulator.token
+    client = asana.ApiClient(configuration)
+    with tempfile.TemporaryDirectory(prefix="asana-client-") as workdir:
+        try:
+            yield AsanaVendorClient(client, emulator, Path(workdir))
+        finally:
+            client.rest_client.pool_manager.clear()
+
+
+def asana_case() -> TrackerCase:
+    """Asana: tasks named by their names, attachments listed per task, pre-signed content."""
+    api = re.escape(ASANA_API)
+    return TrackerCase(
+        id="asana",
+        tracker="asana",
+        profile={"workspace": ASANA_WORKSPACE},
+        attach_behind=asana_attach,
+        upload_check=asana_upload_check,
+        error_body=asana_error,
+        api_client=asana_api_client,
+        emulator_args=("--tracker", "asana"),
+        upload=Route(rf"^{api}/attachments$", "POST"),
+        delete=Route(rf"^{api}/attachments/[0-9]+$", "DELETE"),
+        content=Route(r"/assets/", "GET", origin="media"),
+        listing=Route(rf"^{api}/projects/[0-9]+/tasks$", "GET"),
+        issue_lookup=Route(rf"^{api}/tasks/[0-9]+$", "GET"),
+        attachment_listing=Route(rf"^{api}/attachments$", "GET"),
+        account_check=Route(f"{ASANA_API}/users/me", "GET"),
+        content_path=lambda item: f"{ASANA_API}/attachments/{item['id']}",
+        embeds_attachments_in_listing=False,
+        permission_query=False,
+        announces_upload_limit=False,
+        issue_keys=False,
+        names_authors=False,
+        vendor_client=asana_vendor_client,
+        issue_cap_option="max_issues",
+        issue_page="/task/{id}",
+        names=ASANA_NAMES,
+        listed_project=lambda key: ASANA_NAMES.get(key, key),
+        project="Demo project",
+        rich_issue="Demo issue 1",
+        duplicates_issue="Demo issue 2",
+        hostile_issue="Demo issue 3",
+        plain_issue="Demo issue 5",
+        missing_issue="1200000000999999",
+        issues=tuple(f"Demo issue {n}" for n in range(1, 13)),
     )
 
 
@@ -518,4 +673,5 @@ CASES = [
         vendor_client=yandex_vendor_client,
         issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
     ),
+    asana_case(),
 ]

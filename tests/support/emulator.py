@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -38,7 +39,9 @@ class EmulatorProcess:
     """``python -m trackerfs.emulator --port 0 …`` in a subprocess.
 
     The token goes through the environment, never argv. Use as a context manager or call
-    ``stop()``.
+    ``stop()``. ``names`` says what the mount calls the seed's projects and issues, by
+    their keys in the store, where that is not the key (a tracker without keys names them
+    by their titles): the store's records then speak of them by those names.
     """
 
     def __init__(
@@ -47,7 +50,10 @@ class EmulatorProcess:
         tracker: str | None = None,
         token: str | None = None,
         start_timeout: float = START_TIMEOUT,
+        names: Mapping[str, str] | None = None,
     ) -> None:
+        self.names = dict(names or {})
+        self._keys = {name: key for key, name in self.names.items()}
         self.token = token or secrets.token_urlsafe(16)
         env = dict(os.environ)
         env[TOKEN_ENV] = self.token
@@ -150,6 +156,9 @@ class EmulatorProcess:
     def attachments(self) -> list[dict[str, Any]]:
         """Every attachment in the store (id, project, issue, filename, size, sha256, …)."""
         result: list[dict[str, Any]] = self._json("GET", "/attachments")
+        for record in result:
+            record["project"] = self.names.get(record["project"], record["project"])
+            record["issue"] = self.names.get(record["issue"], record["issue"])
         return result
 
     def content(self, attachment_id: str) -> bytes:
@@ -178,6 +187,7 @@ class EmulatorProcess:
         return result
 
     def add_issue(self, project: str, summary: str = "Issue") -> dict[str, str]:
-        """Create the next issue of ``project``; returns ``{key, id}``."""
-        result: dict[str, str] = self._json("POST", "/issues", {"project": project, "summary": summary})
+        """Create the next issue of ``project`` (its key or name); returns ``{key, id}``."""
+        body = {"project": self._keys.get(project, project), "summary": summary}
+        result: dict[str, str] = self._json("POST", "/issues", body)
         return result

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import httpx
 
+from trackerfs.backends.asana import AsanaTracker
 from trackerfs.backends.base import Tracker
 from trackerfs.backends.jira import JiraTracker
 from trackerfs.backends.openproject import OpenProjectTracker
@@ -30,6 +31,7 @@ class Backend(Protocol):
 #: tracker name in a profile → backend class
 REGISTRY: dict[str, Backend] = {
     JiraTracker.name: JiraTracker,
+    AsanaTracker.name: AsanaTracker,
     YandexTracker.name: YandexTracker,
     OpenProjectTracker.name: OpenProjectTracker,
 }

@@ -31,6 +31,11 @@ repeated:
   renewed credentials or a stale location that was resolved again (once each);
 - nothing else: a request that is not idempotent and may have been carried out while its
   answer was lost raises OutcomeUnknownError, so its sender can check what happened.
+
+A tracker that counts requests per token (Asana: 150 a minute on free plans) gets a
+`RequestBudget`: each attempt to its origin waits for a place in the budget first, and a
+429's Retry-After holds back every request, not only the refused one. The wait for a place
+is not part of the call's deadline, which bounds the attempts themselves.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import logging
 import random
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -96,6 +101,9 @@ STALL_MEMORY = 2.0
 RENEW_PAUSE = 10.0
 #: Answers from a content location that mean "it expired or moved: resolve it again".
 STALE_LOCATION = frozenset({401, 403, 404, 410})
+#: The window a per-minute request budget counts in, with a second to spare for the time
+#: a request takes to reach the tracker, whose own window starts when it arrives.
+BUDGET_WINDOW = 61.0
 
 #: OpenSSL's verify codes for a certificate whose issuer is not trusted here (unknown
 #: issuer, self-signed, a self-signed root in the chain): what a private CA looks like.
@@ -427,6 +435,63 @@ class Answer:
 AnswerClassifier = Callable[[Answer], TrackerError | None]
 
 
+class RequestBudget:
+    """At most `per_minute` requests in any minute, and none while a 429 says to wait.
+
+    Places are given in the order they are asked for (a fair lock), so a burst of
+    listings queues instead of being refused by the tracker. `statistics()` counts the
+    requests let through, the time spent waiting and the pauses 429s imposed.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+    ) -> None:
+        if per_minute < 1:
+            raise ValueError("a request budget needs at least one request a minute")
+        self.per_minute = per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._paused_until = float("-inf")
+        self._lock = trio.Lock()
+        self._granted = 0
+        self._waited = 0.0
+        self._pauses = 0
+
+    async def take(self) -> float:
+        """Wait until one more request fits in the budget; the seconds waited."""
+        async with self._lock:
+            started = self._clock()
+            while True:
+                now = self._clock()
+                while self._sent and self._sent[0] <= now - BUDGET_WINDOW:
+                    self._sent.popleft()
+                wait = self._paused_until - now
+                if len(self._sent) >= self.per_minute:
+                    wait = max(wait, self._sent[0] + BUDGET_WINDOW - now)
+                if wait <= 0:
+                    break
+                await self._sleep(wait)
+            self._sent.append(now)
+            self._granted += 1
+            waited = now - started
+            self._waited += waited
+            return waited
+
+    def pause(self, seconds: float) -> None:
+        """Hold back every request for `seconds` (the tracker answered 429 with Retry-After)."""
+        self._pauses += 1
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def statistics(self) -> dict[str, float]:
+        """Requests let through, seconds spent waiting, and 429 pauses, since the start."""
+        return {"granted": self._granted, "waited": self._waited, "pauses": self._pauses}
+
+
 @dataclass(frozen=True, slots=True)
 class ContentLocation:
     """Bytes whose URL the backend must ask the tracker for, and which expires.
@@ -479,7 +544,8 @@ class HttpClient:
     The vendor's part: `credentials` and `headers` (sent only to the tracker's origin),
     `describe_error` (a message from an error body), `classify` (what an answer means),
     `location_ttl` (how long a redirect target or resolved content location is reused;
-    0: ask every time). The profile's part: `timeout` bounds each socket operation of an
+    0: ask every time), `budget` (a `RequestBudget` for the requests to its origin). The
+    profile's part: `timeout` bounds each socket operation of an
     attempt (so an upload is never cut while its bytes flow), `deadline` all attempts of
     one call together, `max_concurrency` the requests in flight at once, `ca_file` a
     private CA every connection also trusts (`for_profile` reads all four).
@@ -494,6 +560,7 @@ class HttpClient:
         describe_error: ErrorDescriber = describe_generic_error,
         classify: AnswerClassifier | None = None,
         location_ttl: float = 0.0,
+        budget: RequestBudget | None = None,
         ca_file: Path | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
@@ -531,6 +598,7 @@ class HttpClient:
             transport=transport or wide_read_transport(limits, context),
         )
         self.location_ttl = location_ttl
+        self.budget = budget
         self._locations: TTLCache[str, httpx.URL] = TTLCache(
             1024, location_ttl if location_ttl > 0 else 1.0, timer=clock
         )
@@ -550,6 +618,7 @@ class HttpClient:
         describe_error: ErrorDescriber = describe_generic_error,
         classify: AnswerClassifier | None = None,
         location_ttl: float = 0.0,
+        budget: RequestBudget | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> HttpClient:
         """A client for `profile` (URL, timeout, deadline, concurrency, CA file) and a vendor."""
@@ -560,6 +629,7 @@ class HttpClient:
             describe_error=describe_error,
             classify=classify,
             location_ttl=location_ttl,
+            budget=budget,
             ca_file=profile.ca_file,
             timeout=profile.timeout,
             deadline=profile.deadline,
@@ -740,6 +810,7 @@ class HttpClient:
             credentials = await self._credentials.headers()
             retry_after: float | None = None
             failure: TrackerError
+            await self._take_budget(call, target)
             async with self._slot(call):
                 try:
                     response = await self._attempt(call, target, params, credentials, read=read)
@@ -765,6 +836,8 @@ class HttpClient:
                         failure, TemporaryError | RateLimitedError
                     )
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if self.budget is not None and response.status_code == 429:
+                        self._pause_budget(response, retry_after, attempt)
             if await self._ask_again(call, failure, credentials):
                 continue
             if not repeat:
@@ -778,6 +851,22 @@ class HttpClient:
             log.warning("%s failed (%s); retry %d in %.2fs", call.where, failure, attempt, wait)
             self._counts["retries"] += 1
             await self._sleep(wait)
+
+    def _pause_budget(self, response: httpx.Response, retry_after: float | None, attempt: int) -> None:
+        """A 429 from the tracker holds back every request, for its Retry-After or a backoff."""
+        if self.budget is not None and origin_of(response.request.url) == self.origin:
+            self.budget.pause(
+                retry_after if retry_after is not None else self.retry.wait(attempt + 1, None, self._rand)
+            )
+
+    async def _take_budget(self, call: _Call, target: str | httpx.URL) -> None:
+        """Wait for a place in the budget before an attempt to the tracker's origin.
+
+        The wait moves the call's start: the deadline bounds attempts, not the queue.
+        """
+        if self.budget is None or origin_of(self.url(str(target))) != self.origin:
+            return
+        call.started += await self.budget.take()
 
     async def _target(self, call: _Call) -> tuple[str | httpx.URL, Mapping[str, Any] | None]:
         """Where the next attempt goes: a remembered location, a resolved one, or the path."""

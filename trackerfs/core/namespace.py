@@ -51,6 +51,9 @@ ROOT_INODE = 1
 PERMISSIONS_TTL = 30.0
 #: Attachment listings kept past their TTL, for issues a refreshed listing shows unchanged.
 KEPT_LISTINGS = 65536
+#: Attachment listings asked of the tracker at once, where each issue costs one (a file
+#: manager opening many issue directories): the rest queue instead of crowding out reads.
+ATTACHMENT_LISTINGS = 8
 
 
 class Kind(enum.Enum):
@@ -209,6 +212,7 @@ class Namespace:
         self._project_flights: SingleFlight[str, dict[str, Project]] = SingleFlight()
         self._issue_flights: SingleFlight[str, dict[str, Issue]] = SingleFlight()
         self._file_flights: SingleFlight[tuple[str, str], dict[str, Attachment]] = SingleFlight()
+        self._listing_places = trio.CapacityLimiter(ATTACHMENT_LISTINGS)
         self._direct_flights: SingleFlight[tuple[str, str], Issue] = SingleFlight()
         self._direct_project_flights: SingleFlight[str, Project] = SingleFlight()
         self._permissions: TTLCache[tuple[str, str], Permissions] = TTLCache(
@@ -509,7 +513,8 @@ class Namespace:
         for _ in range(2):
             self._listings += 1
             changes = self._changes
-            attachments = await self._tracker.list_attachments(issue)
+            async with self._listing_places:
+                attachments = await self._tracker.list_attachments(issue)
             if changes == self._changes:
                 break
             # Something was uploaded or deleted meanwhile: this answer may predate it.
