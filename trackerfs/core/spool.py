@@ -68,6 +68,9 @@ class Manifest:
     #: what finds the issue again (`Tracker.locator`); "" in manifests written
     #: before it was kept, whose issue key is then the reference
     issue_ref: str = ""
+    #: the project and issue directories the file was written in, as the mount named
+    #: them (a task tracker's issue key is a gid; recovery keeps files under these names)
+    folders: list[str] = field(default_factory=list)
 
 
 class SpoolFile:
@@ -488,7 +491,8 @@ def _recovery_target(state_dir: Path, orphan: Orphan) -> Path:
 def recovery_path(state_dir: Path, manifest: Manifest) -> Path:
     """Where a file that could not be uploaded is kept for the user, without clobbering."""
     folder = make_private_dir(state_dir / "recovered")
-    for part in (manifest.project, manifest.issue) if manifest.issue else (manifest.project,):
+    parts = manifest.folders or ([manifest.project, manifest.issue] if manifest.issue else [manifest.project])
+    for part in parts:
         folder = make_private_dir(folder / _safe(part))
     target = folder / _safe(manifest.name)
     number = 2
@@ -538,9 +542,8 @@ def describe_state(state_dir: Path) -> list[str]:
             what = "temporary name: never uploaded"
         else:
             what = "waiting for upload" if manifest.state == PENDING else "being written"
-        lines.append(
-            f"spool      {manifest.project}/{manifest.issue}/{manifest.name}  {size} bytes  ({what})"
-        )
+        folders = manifest.folders or [manifest.project, manifest.issue]
+        lines.append(f"spool      {'/'.join([*folders, manifest.name])}  {size} bytes  ({what})")
     for orphan in found.orphans:
         lines.append(f"spool      {orphan.data_path}  {_size(orphan.data_path)} bytes  ({orphan.why})")
     recovered = state_dir / "recovered"

@@ -110,7 +110,7 @@ class Writer:
             raise NotPermittedError(f"files live in issue directories, not in {directory.name or '/'}")
         if not is_temporary(name):
             await self._check_may_create(entry.issue, name)
-        local = self._new_local(entry.issue, name)
+        local = self._new_local(entry.issue, name, self._folders(directory))
         return self.namespace.add_local(directory, name, local)
 
     async def _check_may_create(self, issue: Issue, name: str) -> None:
@@ -157,7 +157,12 @@ class Writer:
                 await self._check_may_replace(entry.issue, attachment, node.name)
             # A file unlinked while open changes only for its descriptors, never uploaded;
             # its attachment is deleted at the last close.
-            local = self._new_local(entry.issue, node.name, replaces=None if unlinked else attachment)
+            local = self._new_local(
+                entry.issue,
+                node.name,
+                self._folders(self.namespace.node(node.parent)),
+                replaces=None if unlinked else attachment,
+            )
             if unlinked:
                 local.change(Change.DISCARD)
                 local.spooled.save(unlinked=True)
@@ -172,7 +177,9 @@ class Writer:
             self.namespace.make_local(node, local)
             return local
 
-    def _new_local(self, issue: Issue, name: str, *, replaces: Attachment | None = None) -> LocalFile:
+    def _new_local(
+        self, issue: Issue, name: str, folders: list[str], *, replaces: Attachment | None = None
+    ) -> LocalFile:
         manifest = Manifest(
             issue.project_key,
             issue.key,
@@ -180,8 +187,13 @@ class Writer:
             temporary=is_temporary(name),
             replaces=replaces.id if replaces else None,
             issue_ref=self.tracker.locator(issue),
+            folders=folders,
         )
         return LocalFile(self.spool.create(manifest), temporary=manifest.temporary, replaces=replaces)
+
+    def _folders(self, directory: Node) -> list[str]:
+        """The names of the project and issue directories a file is written in, as shown."""
+        return [self.namespace.node(directory.parent).name, directory.name]
 
     async def _copy_in(self, attachment: Attachment, spooled: SpoolFile) -> None:
         offset = 0
@@ -628,6 +640,7 @@ class Writer:
             issue_ref=self.tracker.locator(issue),
             temporary=local.temporary,
             replaces=local.replaced_id,
+            folders=self._folders(target_dir),
         )
 
     async def release(self, node: Node, local: LocalFile, *, writable: bool) -> None:
@@ -790,7 +803,7 @@ class Writer:
             if not isinstance(node.entry, LocalEntry):
                 continue
             local = node.entry.local
-            where = f"{node.entry.issue.key}/{node.name}"
+            where = "/".join([*local.spooled.manifest.folders, node.name])
             try:
                 if self._waits_for_upload(local):
                     local.spooled.close()
