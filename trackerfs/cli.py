@@ -37,6 +37,7 @@ EMULATOR_TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
 #: What `trackerfs demo` puts in the profile of each tracker it can emulate.
 DEMO_PROFILES: dict[str, dict[str, object]] = {
     "jira": {"user": "demo@example.com", "flavour": "cloud", "auth": "basic"},
+    "waldur": {},
 }
 EMULATOR_START_TIMEOUT = 60.0
 

@@ -10,6 +10,7 @@ import httpx
 
 from trackerfs.backends.base import Tracker
 from trackerfs.backends.jira import JiraTracker
+from trackerfs.backends.waldur import WaldurTracker
 from trackerfs.config import BackendOptions, Profile, ProfileKey, backend_options
 from trackerfs.errors import ConfigError
 
@@ -28,6 +29,7 @@ class Backend(Protocol):
 #: tracker name in a profile → backend class
 REGISTRY: dict[str, Backend] = {
     JiraTracker.name: JiraTracker,
+    WaldurTracker.name: WaldurTracker,
 }
 
 
