@@ -265,9 +265,10 @@ def origin_tracker(
     ("file_url", "sent_to", "credentials"),
     [
         ("http://waldur.test/api/media/0123/", "http://waldur.test/api/media/0123/", True),
-        # Waldur behind a TLS proxy, or on its internal port, writes its own host otherwise.
-        ("https://waldur.test/api/media/0123/", "http://waldur.test/api/media/0123/", True),
-        ("http://WALDUR.test:8000/media/0123/", "http://waldur.test/media/0123/", True),
+        # The tracker's own origin under another path (the 2024 route) and another form.
+        ("HTTP://WALDUR.test:80/media/0123/", "http://waldur.test:80/media/0123/", True),
+        ("https://waldur.test/api/media/0123/", "https://waldur.test/api/media/0123/", False),
+        ("http://waldur.test:8000/api/media/0123/", "http://waldur.test:8000/api/media/0123/", False),
         ("https://files.example.com/media/0123/", "https://files.example.com/media/0123/", False),
         (
             "http://waldur.test.evil.example/api/media/0123/",
@@ -276,7 +277,7 @@ def origin_tracker(
         ),
     ],
 )
-async def test_file_urls_get_credentials_only_on_the_trackers_own_host(
+async def test_file_urls_get_credentials_only_on_the_trackers_own_origin(
     monkeypatch: pytest.MonkeyPatch, file_url: str, sent_to: str, credentials: bool
 ) -> None:
     seen: list[httpx.Request] = []

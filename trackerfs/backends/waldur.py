@@ -18,9 +18,9 @@ Everything Waldur-specific lives here: DRF paging (`page`, `page_size`, `Link` r
   could be missed), and the issues fall back to one request each.
 - **Content.** The `file` URL (`/api/media/{uuid}/`) sends the whole body and ignores
   Range, so `honours_range` is False and the reader downloads each attachment once into
-  the on-disk content cache. A `file` URL on the profile's host is moved onto the
-  profile's origin (Waldur behind a TLS proxy writes `http://`, or its internal port),
-  so the token goes with it; one on another host is fetched as given, without it.
+  the on-disk content cache. It is fetched as given: with the token on the profile's
+  origin (under any path, the scheme and host in any case, the default port written or
+  not), without it on any other origin.
 - **Writing.** Uploads are multipart `issue` (the issue's hyperlink) and `file`; Waldur
   stores them under a name of its own (Django's storage), which the 201 body gives.
   Deletes address the attachment by uuid; a 400 `["Destroying is not available."]` is
@@ -133,7 +133,6 @@ class WaldurTracker(Tracker):
         self, profile: Profile, options: BackendOptions, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.site = profile.url
-        self.host = urlsplit(profile.url).hostname or ""
         self.page_size = options.whole("page_size")
         self.max_issues = profile.max_issues
         self.http = HttpClient.for_profile(
@@ -295,11 +294,12 @@ class WaldurTracker(Tracker):
         return self.http.stream_range(self.content_url(attachment), start, stop)
 
     def content_url(self, attachment: Attachment) -> str:
-        """Where the bytes are: the `file` URL, on the profile's origin when on its host."""
-        url = attachment.content_url or f"{API}/media/{attachment.id}/"
-        if "://" not in url or (urlsplit(url).hostname or "").lower() == self.host.lower():
-            return self.http.on_own_origin(url) if "://" in url else url
-        return url
+        """Where the bytes are: the `file` URL as Waldur gave it.
+
+        The HTTP client sends the token only to the profile's origin (scheme, host and port,
+        however they are written), so a `file` URL on another origin gets none.
+        """
+        return attachment.content_url or f"{API}/media/{quote(attachment.id, safe='')}/"
 
     def honours_range(self, attachment: Attachment) -> bool:
         """Never: the media endpoint answers every request with the whole body."""
