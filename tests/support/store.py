@@ -50,8 +50,14 @@ def uploads(emulator: EmulatorProcess, case: TrackerCase) -> list[Record]:
 
 
 def uploaded_names(emulator: EmulatorProcess, case: TrackerCase) -> list[str]:
-    """The file names the uploads in the log carried, in order."""
-    return [part["filename"] for r in uploads(emulator, case) if r.get("upload") for part in r["upload"]]
+    """The file names the uploads in the log carried, in order (a field part names none)."""
+    return [
+        part["filename"]
+        for r in uploads(emulator, case)
+        if r.get("upload")
+        for part in r["upload"]
+        if part["filename"] is not None
+    ]
 
 
 def upload_reached(emulator: EmulatorProcess, case: TrackerCase) -> bool:
