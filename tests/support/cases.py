@@ -128,6 +128,13 @@ class TrackerCase:
     basic_user: str | None = None
     #: the vendor's own client library, where there is one the emulator speaks to
     vendor_client: OpenVendorClient | None = None
+    #: attachment records name their author (`user.trackerfs.author`)
+    attachment_authors: bool = True
+    #: the tracker stores an empty file (else it refuses one, and the bytes stay local)
+    accepts_empty_files: bool = True
+    #: the directory each project of the demo seed shows as, by its key in the emulator's
+    #: store, where the two differ (a tracker whose projects have names, not keys)
+    project_dirs: Mapping[str, str] = field(default_factory=dict)
     # -- which directories of the demo seed play which part ----------------------------
     project: str = "DEMO"
     #: the issue with one attachment of each kind, including the big file
@@ -144,6 +151,15 @@ class TrackerCase:
     issues: tuple[str, ...] = field(default_factory=tuple)
     big_file: str = "big.bin"
     page_size: int = 5
+
+    def project_dir(self, key: str) -> str:
+        """The directory a project of the emulator's store shows as, by its store key."""
+        return self.project_dirs.get(key, key)
+
+    @property
+    def project_key(self) -> str:
+        """The store key of `project` (what the emulator's control API takes)."""
+        return next((key for key, shown in self.project_dirs.items() if shown == self.project), self.project)
 
     def refreshes_listing(self, entry: Mapping[str, Any]) -> bool:
         """Whether a request log entry is the mount asking again what a directory holds."""
@@ -381,6 +397,15 @@ def waldur_case() -> TrackerCase:
         # An issue's url is its API hyperlink, which ends in its uuid, not in its name.
         issue_page="/",
         vendor_client=waldur_vendor_client,
+        attachment_authors=False,
+        accepts_empty_files=False,
+        # The second customer's "Demo project" has no key in the store; its directory
+        # carries its uuid (stable: uuid5 of its serial in the demo seed).
+        project_dirs={
+            "DEMO": "Demo project",
+            "OPS": "Operations",
+            "": "Demo project (e47e95adc8525d24a40d08b6e610233a)",
+        },
         project="Demo project",
         issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
     )
