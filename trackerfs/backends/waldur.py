@@ -18,9 +18,9 @@ Everything Waldur-specific lives here: DRF paging (`page`, `page_size`, `Link` r
   could be missed), and the issues fall back to one request each.
 - **Content.** The `file` URL (`/api/media/{uuid}/`) sends the whole body and ignores
   Range, so `honours_range` is False and the reader downloads each attachment once into
-  the on-disk content cache. It is fetched as given: with the token on the profile's
-  origin (under any path, the scheme and host in any case, the default port written or
-  not), without it on any other origin.
+  the on-disk content cache. A `file` URL under Waldur's own paths is used on the
+  profile's origin (Waldur behind a TLS proxy writes its internal scheme, host or port);
+  any other is fetched as given, without the token unless it is on the profile's origin.
 - **Writing.** Uploads are multipart `issue` (the issue's hyperlink) and `file`; Waldur
   stores them under a name of its own (Django's storage), which the 201 body gives.
   Deletes address the attachment by uuid; a 400 `["Destroying is not available."]` is
@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 API = "/api"
 #: LinkHeaderPagination.max_page_size: Waldur clamps larger pages to it
 MAX_PAGE_SIZE = 300
+#: Paths of Waldur's own routes: a `file` URL under them is the tracker's, whatever host
+#: it names (the 2024 server served media at `/media/{uuid}/`).
+OWN_PATHS = (f"{API}/", "/media/")
 #: A bound on pages per listing, against a server whose `next` link never ends.
 MAX_PAGES = 10_000
 #: Seconds one sweep of every attachment serves the listings of further projects.
@@ -294,12 +297,18 @@ class WaldurTracker(Tracker):
         return self.http.stream_range(self.content_url(attachment), start, stop)
 
     def content_url(self, attachment: Attachment) -> str:
-        """Where the bytes are: the `file` URL as Waldur gave it.
+        """Where the bytes are: the `file` URL, on the profile's origin when it is Waldur's own.
 
-        The HTTP client sends the token only to the profile's origin (scheme, host and port,
-        however they are written), so a `file` URL on another origin gets none.
+        Waldur builds the URL from the request it saw: behind a TLS proxy it writes
+        `http://` and its internal host or port. A path of Waldur's own routes (`/api/…`,
+        `/media/…`) is therefore used on the profile's origin, where the token goes; any
+        other `file` URL is fetched as given, and gets the token only if it is on that
+        origin (the HTTP client's rule).
         """
-        return attachment.content_url or f"{API}/media/{quote(attachment.id, safe='')}/"
+        url = attachment.content_url or f"{API}/media/{quote(attachment.id, safe='')}/"
+        if "://" in url and urlsplit(url).path.startswith(OWN_PATHS):
+            return self.http.on_own_origin(url)
+        return url
 
     def honours_range(self, attachment: Attachment) -> bool:
         """Never: the media endpoint answers every request with the whole body."""
