@@ -152,6 +152,10 @@ class TrackerCase:
     big_file: str = "big.bin"
     page_size: int = 5
 
+    def content_of(self, record: Mapping[str, Any]) -> Route:
+        """The content downloads of one attachment record of the store (faults aim here)."""
+        return Route(re.escape(self.content_path(record)) + "$", "GET")
+
     def project_dir(self, key: str) -> str:
         """The directory a project of the emulator's store shows as, by its store key."""
         return self.project_dirs.get(key, key)
