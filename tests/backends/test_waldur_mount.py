@@ -187,3 +187,59 @@ def test_an_upload_over_the_proxys_limit_is_efbig_and_keeps_the_bytes(
         assert copy.returncode != 0 and "File too large" in copy.stderr
         assert "413" in mounted.log_text() and "<html>" not in mounted.log_text()
     assert not [a for a in live.attachments() if a["issue"] == "DEMO-5"]
+
+
+def test_an_overwrite_lands_under_waldurs_name_and_the_users_name_keeps_working(
+    live: EmulatorProcess, tmp_path: Path
+) -> None:
+    [old] = [a for a in live.attachments() if a["issue"] == "DEMO-1" and a["filename"] == "readme.txt"]
+    new = tmp_path / "readme.txt"
+    new.write_bytes(b"new readme\n" * 100)
+    with mount(live, tmp_path / "first") as first:
+        directory = first.path / "Demo project" / "DEMO-1"
+        subprocess.run(["cp", str(new), str(directory / "readme.txt")], check=True)
+        # readme.txt was still stored while the new version went up: Waldur gave it a suffix.
+        [stored] = [
+            a for a in live.attachments() if a["issue"] == "DEMO-1" and a["filename"].startswith("readme")
+        ]
+        assert stored["id"] != old["id"] and stored["sha256"] == hashlib.sha256(new.read_bytes()).hexdigest()
+        assert stored["filename"].startswith("readme_") and stored["filename"].endswith(".txt")
+        listed = os.listdir(directory)
+        assert stored["filename"] in listed and "readme.txt" not in listed
+        # The editor that saved readme.txt opens it again and finds its bytes.
+        assert (directory / "readme.txt").read_bytes() == new.read_bytes()
+        assert os.getxattr(directory / "readme.txt", "user.trackerfs.id").decode() == stored["id"]
+        # Saving again under the user's name replaces that version: still one file.
+        (directory / "readme.txt").write_bytes(b"second save\n")
+        assert (directory / "readme.txt").read_bytes() == b"second save\n"
+        [again] = [
+            a for a in live.attachments() if a["issue"] == "DEMO-1" and a["filename"].startswith("readme")
+        ]
+        assert again["sha256"] == hashlib.sha256(b"second save\n").hexdigest()
+    with mount(live, tmp_path / "second") as second:
+        directory = second.path / "Demo project" / "DEMO-1"
+        assert (directory / again["filename"]).read_bytes() == b"second save\n"
+        assert [name for name in os.listdir(directory) if name.startswith("readme")] == [again["filename"]]
+
+
+def test_a_vim_style_save_is_one_upload_and_leaves_one_version(live: EmulatorProcess, tmp_path: Path) -> None:
+    [old] = [a for a in live.attachments() if a["issue"] == "DEMO-1" and a["filename"] == "readme.txt"]
+    with mount(live, tmp_path) as mounted:
+        directory = mounted.path / "Demo project" / "DEMO-1"
+        target = directory / "readme.txt"
+        os.listdir(directory)
+        live.clear_requests()
+        (directory / ".readme.txt.swp").write_bytes(b"\0" * 4096)
+        shutil.copyfile(target, directory / "readme.txt~")
+        with target.open("wb") as handle:
+            handle.write(b"edited in vim\n")
+        os.unlink(directory / "readme.txt~")
+        os.unlink(directory / ".readme.txt.swp")
+        posts = requests_to(live, f"{API}/support-attachments/", "POST")
+        assert [[p["filename"] for p in r["upload"] if p["filename"]] for r in posts] == [["readme.txt"]]
+        assert target.read_bytes() == b"edited in vim\n"
+    kept = [
+        a for a in live.attachments() if a["issue"] == "DEMO-1" and a["filename"].startswith(("readme", "."))
+    ]
+    assert len(kept) == 1 and kept[0]["id"] != old["id"]
+    assert kept[0]["sha256"] == hashlib.sha256(b"edited in vim\n").hexdigest()
