@@ -243,3 +243,14 @@ def test_a_vim_style_save_is_one_upload_and_leaves_one_version(live: EmulatorPro
     ]
     assert len(kept) == 1 and kept[0]["id"] != old["id"]
     assert kept[0]["sha256"] == hashlib.sha256(b"edited in vim\n").hexdigest()
+
+
+def test_media_the_token_may_not_see_is_enoent(live: EmulatorProcess, tmp_path: Path) -> None:
+    live.config(media_hidden=True)
+    with mount(live, tmp_path) as mounted:
+        path = mounted.path / "Demo project" / "DEMO-1" / "spec.pdf"
+        with pytest.raises(FileNotFoundError):
+            path.read_bytes()
+        live.config(media_hidden=False)
+        assert path.read_bytes()[:5] == b"%PDF-"
+        assert "Traceback" not in mounted.log_text()
