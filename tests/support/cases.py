@@ -165,6 +165,12 @@ class TrackerCase:
         """The store key of `project` (what the emulator's control API takes)."""
         return next((key for key, shown in self.project_dirs.items() if shown == self.project), self.project)
 
+    @property
+    def attachments_check(self) -> Route:
+        """The request that reads one issue's attachments again (what a mount asks to see
+        whether an upload landed): its attachment listing where it has one, else its lookup."""
+        return self.attachment_listing or self.issue_lookup
+
     def refreshes_listing(self, entry: Mapping[str, Any]) -> bool:
         """Whether a request log entry is the mount asking again what a directory holds."""
         routes = (self.listing, self.issue_lookup, self.attachment_listing)
