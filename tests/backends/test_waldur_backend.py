@@ -130,6 +130,25 @@ async def test_a_sweep_whose_total_changes_is_not_trusted(
     assert all(issue.attachments is None for issue in issues)
 
 
+async def test_a_failed_sweep_leaves_the_issues_listed_and_their_files_asked_one_by_one(
+    waldur: tuple[WaldurTracker, Recorder],
+) -> None:
+    tracker, sent = waldur
+    demo = await project_named(tracker, "demo")
+    original = sent.handle_async_request
+
+    async def failing_sweep(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/support-attachments/" and "issue_uuid" not in request.url.params:
+            return httpx.Response(400, json={"detail": "no sweep today"})
+        return await original(request)
+
+    sent.handle_async_request = failing_sweep  # type: ignore[method-assign]
+    issues = await tracker.list_issues(demo)
+    assert [i.key for i in issues] == [f"DEMO-{n}" for n in range(1, 13)]
+    assert all(issue.attachments is None for issue in issues)
+    assert len(await tracker.list_attachments(issues[0])) == 6
+
+
 async def test_a_sweep_serves_other_projects_until_this_mount_changes_something(
     waldur: tuple[WaldurTracker, Recorder], state: EmulatorState
 ) -> None:

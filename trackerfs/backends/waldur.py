@@ -201,7 +201,12 @@ class WaldurTracker(Tracker):
             sweep = self._sweep
             if sweep is not None and sweep.changes == self._changes and now - sweep.started < SWEEP_REUSE:
                 return sweep
-            self._sweep = sweep = await self._sweep_attachments(issues)
+            try:
+                self._sweep = sweep = await self._sweep_attachments(issues)
+            except TrackerError as exc:
+                # The issues are listed; their attachments can still be asked one by one.
+                log.warning("cannot list every attachment at once (%s); listing them per issue", exc)
+                self._sweep = sweep = None
             return sweep
 
     async def _sweep_attachments(self, issues: int) -> Sweep | None:
@@ -209,10 +214,8 @@ class WaldurTracker(Tracker):
         by_issue: dict[str, list[Attachment]] = {}
         seen: set[str] = set()
         total: int | None = None
-        path: str = f"{API}/support-attachments/"
-        params: dict[str, Any] | None = {"page_size": self.page_size}
-        for number in range(MAX_PAGES):
-            response = await self.http.request("GET", path, params=params)
+        number = 0
+        async for response in self._responses(f"{API}/support-attachments/", {}, "attachment"):
             page = expect_list(decode_json(response), "attachment page")
             count = result_count(response)
             if number == 0:
@@ -223,16 +226,13 @@ class WaldurTracker(Tracker):
             elif count != total:
                 log.info("the attachments changed during a sweep; listing them per issue")
                 return None
+            number += 1
             for item in records(page, "attachment", ("uuid", "issue")):
                 attachment = self._attachment_or_none(item)
                 owner = issue_uuid_of(item.get("issue"))
                 if attachment is not None and owner is not None and attachment.id not in seen:
                     seen.add(attachment.id)
                     by_issue.setdefault(owner, []).append(attachment)
-            following = next_page(response)
-            if following is None:
-                break
-            path, params = self.http.on_own_origin(following), None
         return Sweep(started, began, changes, {key: tuple(items) for key, items in by_issue.items()})
 
     async def get_issue(self, project: Project, key: str) -> Issue:
@@ -356,18 +356,25 @@ class WaldurTracker(Tracker):
 
     # -- paging -----------------------------------------------------------------------------
 
-    async def _pages(self, path: str, params: Mapping[str, Any], what: str) -> AsyncIterator[list[Any]]:
-        """The pages of a list endpoint, following `Link` rel="next"."""
+    async def _responses(
+        self, path: str, params: Mapping[str, Any], what: str
+    ) -> AsyncIterator[httpx.Response]:
+        """The page answers of a list endpoint, following `Link` rel="next"."""
         target: str = path
         query: Mapping[str, Any] | None = {**params, "page_size": self.page_size}
         for _ in range(MAX_PAGES):
             response = await self.http.request("GET", target, params=query)
-            yield expect_list(decode_json(response), f"{what} page")
+            yield response
             following = next_page(response)
             if following is None:
                 return
             target, query = self.http.on_own_origin(following), None
         log.warning("stopped listing %ss after %d pages", what, MAX_PAGES)
+
+    async def _pages(self, path: str, params: Mapping[str, Any], what: str) -> AsyncIterator[list[Any]]:
+        """The items of each page of a list endpoint."""
+        async for response in self._responses(path, params, what):
+            yield expect_list(decode_json(response), f"{what} page")
 
     async def _all_pages(self, path: str, params: Mapping[str, Any], what: str) -> list[Any]:
         items: list[Any] = []
