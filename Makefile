@@ -1,6 +1,7 @@
 # trackerfs: set up, run the demo, run the tests.
 #
 #   make demo     apt packages (when missing), a virtualenv, then `trackerfs demo ./tracker`
+#                 (TRACKER=asana|waldur|openproject|yandex picks another tracker's emulator)
 #   make test     the same set-up plus the tools the tests drive, then the whole test suite
 #   make check    ruff and mypy
 #   make bench    the benchmark suite (docs/benchmarks.md); BENCH_ARGS=--quick for a smoke run
@@ -9,13 +10,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MOUNTPOINT ?= ./tracker
+# the emulator dialect of `make demo`: jira, asana, waldur, openproject or yandex
+TRACKER ?= jira
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 # Debian packages: FUSE and the build of pyfuse3; the tools the tests use as a person
 # would; and, for `make bench` only, the media host, the peer filesystem and fio.
 APT_BUILD := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
-APT_TEST := attr file unzip rsync curl less vim sqlite3 libreoffice-writer-nogui
+APT_TEST := attr file unzip rsync curl less vim sqlite3 systemd libglib2.0-bin libreoffice-writer-nogui
 APT_BENCH := nginx-light rclone fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -49,7 +52,7 @@ $(VENV)/.installed: pyproject.toml | deps
 venv: deps $(VENV)/.installed
 
 demo: venv
-	$(BIN)/trackerfs demo $(MOUNTPOINT)
+	$(BIN)/trackerfs demo --tracker $(TRACKER) $(MOUNTPOINT)
 
 test: venv test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

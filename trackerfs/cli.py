@@ -1,7 +1,7 @@
 """The `trackerfs` command: mount, demo, emulate.
 
-Commands: mount, status, demo, emulate. Exit codes: 0 success, 1 the tracker or the mount
-failed, 2 bad usage or configuration.
+Commands: mount, status, config (check, show), demo, emulate. Exit codes: 0 success, 1 the
+tracker or the mount failed, 2 bad usage or configuration.
 Errors are one line on stderr, never a traceback (unless --debug).
 """
 
@@ -19,14 +19,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+import trio
+
 from trackerfs import __version__
 from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
 from trackerfs.core.spool import describe_mount, describe_state
+from trackerfs.core.statedir import mount_holder
 from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
 from trackerfs.emulator.cli import run_from_args as run_emulator
 from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
 from trackerfs.fuse.mount import Ready, check_mountpoint, run_mount
+from trackerfs.fuse.status import format_snapshot, read_snapshot
 from trackerfs.logsetup import redact, setup_logging
+from trackerfs.profilecheck import check_profile, show_profile
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,17 @@ EMULATOR_TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
 #: What `trackerfs demo` puts in the profile of each tracker it can emulate.
 DEMO_PROFILES: dict[str, dict[str, object]] = {
     "jira": {"user": "demo@example.com", "flavour": "cloud", "auth": "basic"},
+    "yandex": {"org_id": "12345"},
+    "openproject": {"auth": "basic"},
     "waldur": {},
+}
+#: What the demo banner calls each tracker.
+DEMO_NAMES = {
+    "jira": "Jira",
+    "asana": "Asana",
+    "waldur": "Waldur",
+    "openproject": "OpenProject",
+    "yandex": "Yandex Tracker",
 }
 EMULATOR_START_TIMEOUT = 60.0
 
@@ -68,10 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("mountpoint", type=Path, help="created if missing")
     demo.set_defaults(run=command_demo)
 
-    status = commands.add_parser("status", help="files of a profile not (yet) on the tracker")
+    status = commands.add_parser(
+        "status", help="a mount's state, and files of a profile not (yet) on the tracker"
+    )
     status.add_argument("--config", type=Path, default=None, help="config file")
-    status.add_argument("profile")
+    status.add_argument("profile", metavar="PROFILE|MOUNTPOINT")
     status.set_defaults(run=command_status)
+
+    config = commands.add_parser("config", help="check or show a profile")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_commands.add_parser("check", help="validate a profile and sign in with it (one request)")
+    check.add_argument("--config", type=Path, default=None, help="config file")
+    check.add_argument("--debug", action="store_true", help="log every request")
+    check.add_argument("profile")
+    check.set_defaults(run=command_config_check)
+    show = config_commands.add_parser("show", help="print a profile with every default, the token left out")
+    show.add_argument("--config", type=Path, default=None, help="config file")
+    show.add_argument("profile")
+    show.set_defaults(run=command_config_show)
 
     emulate = commands.add_parser("emulate", help="run the built-in tracker emulator on 127.0.0.1")
     add_emulator_arguments(emulate)
@@ -143,23 +172,62 @@ def command_mount(args: argparse.Namespace) -> int:
     )
 
 
+def command_config_check(args: argparse.Namespace) -> int:
+    """Validate a profile and sign in: 0 and one line when all is well, else one line on stderr."""
+    if args.debug:
+        setup_logging(debug=True, quiet=False, log_file=None)
+    else:
+        # The verdict is the one line; retries and warnings on the way are not.
+        logging.disable(logging.CRITICAL)
+    profile = load_profile(args.config or default_config_path(), args.profile)
+    print(one_line(trio.run(check_profile, profile)))
+    return 0
+
+
+def command_config_show(args: argparse.Namespace) -> int:
+    """The profile as trackerfs reads it, every default filled in, the token never read."""
+    print(show_profile(load_profile(args.config or default_config_path(), args.profile)))
+    return 0
+
+
 def command_status(args: argparse.Namespace) -> int:
-    """`trackerfs status PROFILE`: the mount, what waits in the spool, what was kept in recovery."""
+    """`trackerfs status PROFILE|MOUNTPOINT`: the live mount, the spool, what recovery kept.
+
+    A live mount's own status file comes first (where it is mounted, the tracker, uploads
+    in flight, caches, requests, recent problems); then, for a profile, what its state
+    directory holds, which needs no mount.
+    """
+    target = Path(args.profile)
+    if args.config is None and ("/" in args.profile or target.is_dir()):
+        try:
+            snapshot = read_snapshot(target)
+        except OSError as exc:
+            raise ConfigError(f"{target} is not a trackerfs mount that answers ({exc})") from None
+        print("\n".join(format_snapshot(snapshot)))
+        print("\n".join(describe_state_lines(snapshot.get("spool_and_recovery") or [])))
+        return 0
     profile = load_profile(args.config or default_config_path(), args.profile)
     try:
         mount, lines = describe_mount(profile.state_dir), describe_state(profile.state_dir)
+        holder = mount_holder(profile.state_dir)
     except OSError as exc:
         raise ConfigError(
             f"cannot read the state directory {profile.state_dir}: {exc.strerror or exc}"
         ) from None
     print(f"profile {profile.name}: state in {profile.state_dir}")
     print("\n".join(mount))
-    print(
-        "\n".join(lines)
-        if lines
-        else "nothing waiting: every file written through the mount is on the tracker"
-    )
+    if holder is not None and holder.mountpoint:
+        try:
+            print("\n".join(format_snapshot(read_snapshot(Path(holder.mountpoint)))))
+        except OSError as exc:
+            print(f"the mount's status file cannot be read: {exc}")
+    print("\n".join(describe_state_lines(lines)))
     return 0
+
+
+def describe_state_lines(lines: list[str]) -> list[str]:
+    """What waits in the spool and recovery, or the line that says nothing does."""
+    return lines or ["nothing waiting: every file written through the mount is on the tracker"]
 
 
 def _run_in_background(run: Callable[[Ready], None], setup: Callable[[], None]) -> int:
@@ -255,7 +323,7 @@ def command_demo(args: argparse.Namespace) -> int:
             run_mount(
                 profile,
                 mountpoint.resolve(),
-                ready=lambda: _print_demo(found, mountpoint),
+                ready=lambda: _print_demo(found, mountpoint, args.tracker),
                 debug_fuse=args.debug_fuse,
             )
     finally:
@@ -326,22 +394,22 @@ def _forward(source: IO[str], target: IO[str]) -> None:
         target.flush()
 
 
-def _print_demo(found: dict[str, str], mountpoint: Path) -> None:
+def _print_demo(found: dict[str, str], mountpoint: Path, tracker: str) -> None:
     where = mountpoint
     print(
         f"""
-trackerfs demo: the built-in Jira emulator is mounted at {where}
+trackerfs demo: the built-in {DEMO_NAMES.get(tracker, tracker)} emulator is mounted at {where}
 
   emulator   {found["url"]}   (content host {found.get("media", "?")})
-  token      {found.get("token", "?")}   (any user name; or: Authorization: Bearer TOKEN)
+  token      {found.get("token", "?")}
 
 Try, in another terminal:
-  ls {where}
-  ls -l {where}/DEMO/DEMO-1
-  sha256sum {where}/DEMO/DEMO-1/*
-  unzip -l {where}/DEMO/DEMO-1/archive.zip
-  getfattr -d {where}/DEMO/DEMO-1/readme.txt
-  ls {where}/DEMO/DEMO-3        # hostile names from the server, made safe
+  ls {where}                      # projects
+  ls {where}/*                    # their issues
+  find {where} -type f | head     # attachments
+  sha256sum $(find {where} -type f | head -5)
+  getfattr -d "$(find {where} -type f | head -1)"
+  trackerfs status {where}
 
 Press Ctrl-C to unmount and stop.""",
         flush=True,

@@ -44,6 +44,7 @@ GENERAL_KEYS = frozenset(
         "token_env",
         "token_file",
         "token_command",
+        "token_credential",
         "metadata_ttl",
         "negative_ttl",
         "attr_timeout",
@@ -60,7 +61,9 @@ GENERAL_KEYS = frozenset(
         "ca_file",
     }
 )
-SECRET_KEYS = ("token_env", "token_file", "token_command")
+SECRET_KEYS = ("token_env", "token_file", "token_command", "token_credential")
+#: systemd names this folder of a service's credentials (`LoadCredential=`)
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
 COMMAND_TIMEOUT = 30.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_DEADLINE = 30.0
@@ -85,7 +88,8 @@ def default_cache_dir(profile: str) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class SecretSource:
-    """Where a token comes from: an environment variable, a file, or a command's output."""
+    """Where a token comes from: an environment variable, a file, a command's output, or a
+    systemd credential (`LoadCredential=NAME:…`, read from `$CREDENTIALS_DIRECTORY/NAME`)."""
 
     kind: str
     where: str
@@ -112,7 +116,27 @@ class SecretSource:
             if not value:
                 raise ConfigError(f"token file {path} is empty")
             return value
+        if self.kind == "credential":
+            return self._read_credential()
         return self._run_command()
+
+    def _read_credential(self) -> str:
+        folder = os.environ.get(CREDENTIALS_DIRECTORY)
+        if not folder:
+            raise ConfigError(
+                f"token_credential {self.where!r}: ${CREDENTIALS_DIRECTORY} is not set "
+                "(it is set by systemd for a unit with LoadCredential=)"
+            )
+        if not self.where or "/" in self.where or self.where in (".", ".."):
+            raise ConfigError(f"token_credential {self.where!r} is not a credential name")
+        path = Path(folder) / self.where
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"credential {self.where!r} cannot be read: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"credential {self.where!r} is empty")
+        return value
 
     def _run_command(self) -> str:
         try:
@@ -389,6 +413,10 @@ class BackendOptions:
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = dict(values)
+
+    def value(self, key: str) -> Any:
+        """A key's value, whatever its type (for showing the profile)."""
+        return self._values[key]
 
     def text(self, key: str) -> str:
         """A string key."""

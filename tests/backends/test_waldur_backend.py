@@ -191,6 +191,11 @@ async def test_projects_and_issues_open_by_uuid_in_either_form(
     demo = await project_named(tracker, "demo")
     assert tracker.project_reference(str(uuid.UUID(demo.id))) == demo.id
     assert tracker.project_reference(demo.id.upper()) == demo.id
+    assert tracker.project_reference("DEMO") == demo.key == "demo"
+    assert (await tracker.get_project(str(uuid.UUID(demo.id)))).id == demo.id
+    with pytest.raises(TrackerError) as probe:
+        await tracker.get_project(".trash")
+    assert probe.value.errno == errno.ENOENT
     [first, *_] = await tracker.list_issues(demo)
     for form in (first.id, str(uuid.UUID(first.id)), first.id.upper()):
         reference = tracker.issue_reference(demo, form)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from tests.benchmarks import metadata, random_reads, reread, sequential, upload, waldur
+from tests.benchmarks import metadata, openproject, random_reads, reread, sequential, upload, waldur, yandex
 from tests.benchmarks.bench import Bench, open_bench
 from tests.benchmarks.plots import draw
 from tests.benchmarks.report import Section, document, environment, scale_text, source_state
@@ -28,6 +28,8 @@ SECTIONS: dict[str, Callable[[Bench], Section]] = {
     metadata.NAME: metadata.run,
     upload.NAME: upload.run,
     reread.NAME: reread.run,
+    openproject.NAME: openproject.run,
+    yandex.NAME: yandex.run,
     waldur.NAME: waldur.run,
 }
 TOOLS = ("nginx", "rclone", "fio", "curl", "unzip", "fusermount3", "cat", "dd", "find")

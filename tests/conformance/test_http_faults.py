@@ -47,7 +47,7 @@ def test_an_account_check_cut_short_is_retried(
 ) -> None:
     clean_emulator.fault(**case.account_check.rule(action="truncate", count=1))
     mount = make_mount()
-    assert case.project in os.listdir(mount.path)
+    assert case.listed_project(case.project) in os.listdir(mount.path)
     checks = hits(clean_emulator, case.account_check)
     assert [bool(r.get("truncated")) for r in checks] == [True, False]
 

@@ -55,7 +55,7 @@ def test_background_mount_returns_once_mounted(
         done = trackerfs("mount", "--config", str(config), "bg", str(mnt), env=env)
         assert done.returncode == 0, done.stderr
         assert os.path.ismount(mnt)
-        assert case.project in os.listdir(mnt)
+        assert case.listed_project(case.project) in os.listdir(mnt)
         assert (tmp_path / "state" / "trackerfs.log").exists()
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)

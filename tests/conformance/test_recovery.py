@@ -122,6 +122,28 @@ def test_file_open_at_a_crash_is_kept_in_recovery(
         assert kept.read_bytes() == b"half a draft"
 
 
+def test_file_removed_while_open_is_not_brought_back_after_a_crash(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    """`rm` of a file still open: the user gave its bytes up, a crash does not undo that."""
+    first = mount_at(tmp_path / "w", case, clean_emulator).start()
+    path = first.path / case.project / case.plain_issue / "scratch.txt"
+    handle = path.open("wb")
+    handle.write(b"throw this away")
+    handle.flush()
+    path.unlink()
+    handle.write(b", and this")
+    handle.flush()
+    crash(first)
+    with contextlib.suppress(OSError):
+        handle.close()
+    with mount_at(tmp_path / "w", case, clean_emulator) as second:
+        assert stored(clean_emulator, case.plain_issue, "scratch.txt") == []
+        assert "scratch.txt" not in status(second)
+        assert not list((second.state / "recovered").rglob("scratch.txt*"))
+        assert "scratch.txt" not in os.listdir(second.path / case.project / case.plain_issue)
+
+
 def test_sigterm_waits_for_an_upload_in_progress(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ def test_an_issue_the_listing_does_not_show_is_found_by_its_id(
 ) -> None:
     project = mounted / case.project
     os.listdir(project)  # the listing is cached before the issue exists
-    added = clean_emulator.add_issue(case.project_key, "made after the listing")
+    added = clean_emulator.add_issue(case.project, "made after the listing")
     assert added["key"] not in os.listdir(project)
     by_id = project / added["id"]
     assert os.listdir(by_id) == []

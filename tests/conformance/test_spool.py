@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,7 @@ from tests.support.cases import TrackerCase
 from tests.support.commands import crash, mount_at, status, trackerfs
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import force_unmount, write_config
+from tests.support.notify import notify_socket
 from tests.support.store import sha256_of, stored, upload_reached, uploaded_names, uploads
 from tests.support.waiting import upload_started, wait_for
 
@@ -31,27 +29,6 @@ MiB = 1 << 20
 
 def spool_files(state: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (state / "spool").iterdir()}
-
-
-@contextlib.contextmanager
-def notify_socket() -> Iterator[tuple[str, Callable[[], list[str]]]]:
-    """A socket standing in for systemd's: its address, and the messages received so far."""
-    folder = Path(tempfile.mkdtemp(prefix="tfs-notify-"))  # short: socket paths have a limit
-    messages: list[str] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(folder / "notify"))
-        sock.setblocking(False)
-
-        def received() -> list[str]:
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    messages.append(sock.recv(4096).decode())
-            return messages
-
-        try:
-            yield str(folder / "notify"), received
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -162,7 +139,8 @@ def test_files_with_temporary_names_are_kept_at_unmount_in_one_line(
         assert mount.unmount() == 0
     finally:
         mount.stop()
-    folder = mount.state / "recovered" / case.project / case.plain_issue
+    # named as the project is listed, where the user saw it
+    folder = mount.state / "recovered" / str(case.listed_project(case.project)) / case.plain_issue
     assert sorted(os.listdir(folder)) == sorted(TEMPORARY_LOOKING)
     for name in TEMPORARY_LOOKING:
         assert (folder / name).read_bytes() == f"bytes of {name}\n".encode()

@@ -129,6 +129,8 @@ def test_create_is_refused_when_the_tracker_has_attachments_turned_off(
 ) -> None:
     if not case.permission_query:
         pytest.skip("capability permission_query: the tracker does not say ahead what the account may do")
+    if not case.announces_attachments_off:
+        pytest.skip("capability announces_attachments_off: attachments turned off look like a refusal")
     clean_emulator.config(attachments_enabled=False)
     mount = make_mount()
     directory = mount.path / case.project / case.plain_issue

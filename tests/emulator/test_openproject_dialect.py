@@ -350,8 +350,11 @@ async def test_delete_answers_204_then_404_and_403_when_denied(
 ) -> None:
     ident = stored(state, "notes-4.txt")
     state.config.update({"delete_attachments": "own"})  # the seed's files belong to others
+    # the `delete` link is there only for what the user may delete, as OpenProject renders it
+    assert "delete" not in (await api.get(f"{V3}/attachments/{ident}")).json()["_links"]
     assert_error(await api.delete(f"{V3}/attachments/{ident}"), 403, "MissingPermission")
     state.config.update({"delete_attachments": "all"})
+    assert "delete" in (await api.get(f"{V3}/attachments/{ident}")).json()["_links"]
     assert (await api.delete(f"{V3}/attachments/{ident}")).status_code == 204
     assert_error(await api.delete(f"{V3}/attachments/{ident}"), 404, "NotFound")
     assert_error(await api.delete(f"{V3}/attachments/{stored(state, 'salaries.csv')}"), 404, "NotFound")

@@ -264,6 +264,9 @@ async def test_comment_attachments_are_listed_with_the_issue(api: httpx.AsyncCli
     assert len(comments) == 1 and isinstance(comments[0]["id"], int)
     assert [a["id"] for a in comments[0]["attachments"]] == [listed[1]["id"]]
     assert comments[0]["attachments"][0]["display"] == "run.log"
+    # the issue record counts its comments; one without comments leaves the count out
+    assert (await api.get("/v2/issues/YAN-1")).json()["commentWithoutExternalMessageCount"] == 1
+    assert "commentWithoutExternalMessageCount" not in (await api.get("/v2/issues/DEMO-1")).json()
 
 
 # -- attachments -----------------------------------------------------------------------------
@@ -368,6 +371,19 @@ async def test_edits_disabled_switch_answers_423(api: httpx.AsyncClient, state: 
     upload = await api.post("/v2/issues/DEMO-1/attachments/", files={"file": ("a", b"x")})
     assert_yandex_error(upload, 423)
     assert readme in state.store.attachments
+
+
+async def test_rename_uploads_switch_stores_the_name_waldur_would(api: httpx.AsyncClient) -> None:
+    await api.post("/_emulator/config", json={"rename_uploads": True})
+    params = {"filename": "my report.pdf"}
+    first = await api.post("/v2/issues/DEMO-5/attachments/", params=params, files={"file": ("file", b"1")})
+    second = await api.post("/v2/issues/DEMO-5/attachments/", params=params, files={"file": ("file", b"2")})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["name"] == "my_report.pdf"
+    assert second.json()["name"] not in ("my report.pdf", "my_report.pdf")
+    await api.post("/_emulator/config", json={"rename_uploads": False})
+    kept = await api.post("/v2/issues/DEMO-5/attachments/", params=params, files={"file": ("file", b"3")})
+    assert kept.json()["name"] == "my report.pdf"
 
 
 async def test_rate_limit_fault_without_retry_after(api: httpx.AsyncClient) -> None:

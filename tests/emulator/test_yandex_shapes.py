@@ -90,6 +90,7 @@ ISSUE: dict[str, Any] = {
         "createdAt": {"type": "string", "pattern": TIME},
         "updatedAt": {"type": "string", "pattern": TIME},
         "attachments": {"type": "array", "items": ATTACHMENT},
+        "commentWithoutExternalMessageCount": {"type": "integer", "minimum": 1},
     },
 }
 ERROR: dict[str, Any] = {

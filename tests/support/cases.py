@@ -9,11 +9,13 @@ tracker can do (capability flags) and which requests of the emulator's log are w
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -69,6 +71,11 @@ class Route:
         return {"path": self.path, "method": self.method, "origin": self.origin, **fault}
 
 
+def listed_as_itself(key: str) -> str | None:
+    """A store project listed in the root under its own key."""
+    return key
+
+
 @dataclass(frozen=True)
 class TrackerCase:
     """One tracker (or flavour) as the conformance suite sees it."""
@@ -110,9 +117,11 @@ class TrackerCase:
     duplicate_names_allowed: bool = True
     #: the issue listing carries the attachments (no request per issue)
     embeds_attachments_in_listing: bool = True
-    #: the tracker says ahead whether the account may add or delete attachments, and
-    #: whether attachments are turned on at all
+    #: the tracker says ahead whether the account may add or delete attachments
     permission_query: bool = True
+    #: the tracker says whether attachments are turned on at all, apart from what the
+    #: account may do (else a tracker with them off only refuses this account)
+    announces_attachments_off: bool = True
     #: the tracker says its upload size limit ahead of an upload
     announces_upload_limit: bool = True
     #: issue directories are named by keys (`KEY-N`) that change when an issue moves,
@@ -132,10 +141,10 @@ class TrackerCase:
     attachment_authors: bool = True
     #: the tracker stores an empty file (else it refuses one, and the bytes stay local)
     accepts_empty_files: bool = True
-    #: the directory each project of the demo seed shows as, by its key in the emulator's
-    #: store, where the two differ (a tracker whose projects have names, not keys)
-    project_dirs: Mapping[str, str] = field(default_factory=dict)
     # -- which directories of the demo seed play which part ----------------------------
+    #: the root directory name a project of the store (by its key) is listed under; None
+    #: for one the signed-in user may not see (any name that reaches it still works)
+    listed_project: Callable[[str], str | None] = listed_as_itself
     project: str = "DEMO"
     #: the issue with one attachment of each kind, including the big file
     rich_issue: str = "DEMO-1"
@@ -152,18 +161,15 @@ class TrackerCase:
     big_file: str = "big.bin"
     page_size: int = 5
 
+    @property
+    def content_always_redirected(self) -> bool:
+        """Whether content always comes through a redirect to another origin (`media_redirect`
+        is `{}`: no profile key is needed for it), so never from the tracker's own origin."""
+        return self.media_redirect is not None and not self.media_redirect
+
     def content_of(self, record: Mapping[str, Any]) -> Route:
         """The content downloads of one attachment record of the store (faults aim here)."""
         return Route(re.escape(self.content_path(record)) + "$", "GET")
-
-    def project_dir(self, key: str) -> str:
-        """The directory a project of the emulator's store shows as, by its store key."""
-        return self.project_dirs.get(key, key)
-
-    @property
-    def project_key(self) -> str:
-        """The store key of `project` (what the emulator's control API takes)."""
-        return next((key for key, shown in self.project_dirs.items() if shown == self.project), self.project)
 
     @property
     def attachments_check(self) -> Route:
@@ -289,6 +295,198 @@ def jira_case(
     )
 
 
+# -- OpenProject (local storage and remote storage behind a 302) ---------------------------
+
+OP_API = "/api/v3"
+
+
+def openproject_http(emulator: EmulatorProcess) -> httpx.Client:
+    """OpenProject's API as the token's user: Basic with the user name `apikey`."""
+    return httpx.Client(base_url=emulator.base_url, auth=("apikey", emulator.token), timeout=30.0)
+
+
+def openproject_upload(http: httpx.Client, work_package: str, name: str, data: bytes) -> str:
+    """The documented upload: a `metadata` JSON part first, then `file`; returns the id."""
+    answer = http.post(
+        f"{OP_API}/work_packages/{work_package}/attachments",
+        files=[
+            ("metadata", (None, json.dumps({"fileName": name}), "application/json")),
+            ("file", (name, data, "application/octet-stream")),
+        ],
+    )
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def openproject_attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+    """Upload through the API (a semantic id such as DEMO-1 names the work package)."""
+    with openproject_http(emulator) as http:
+        return openproject_upload(http, issue, name, data)
+
+
+def openproject_upload_check(request: dict[str, Any]) -> None:
+    """OpenProject wants multipart with the `metadata` part first and the `file` part second."""
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert [part["part"] for part in request["upload"]] == ["metadata", "file"]
+
+
+def openproject_error(message: str) -> dict[str, Any]:
+    """OpenProject's HAL error body."""
+    return {
+        "_type": "Error",
+        "errorIdentifier": "urn:openproject-org:api:v3:errors:InternalServerError",
+        "message": message,
+    }
+
+
+class OpenProjectVendorClient:
+    """`openproject-api-client` for listing and downloads; uploads as the spec documents them
+    (the PyPI clients cannot upload a file)."""
+
+    def __init__(self, client: Any, http: httpx.Client) -> None:
+        self.client = client
+        self.http = http
+
+    def _work_package_id(self, issue: str) -> int:
+        answer = self.http.get(f"{OP_API}/work_packages/{issue}")
+        answer.raise_for_status()
+        return int(answer.json()["id"])
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach with the documented multipart POST."""
+        return openproject_upload(self.http, str(self._work_package_id(issue)), name, data)
+
+    def read(self, issue: str, name: str) -> bytes:
+        """List and download through the client."""
+        found = self.client.get_attachments_by_work_package(self._work_package_id(issue))
+        [attachment] = [a for a in found if a.filename == name]
+        answer = self.client.http_get(f"attachments/{attachment.id}/content")
+        data: bytes = answer.content
+        return data
+
+
+@contextmanager
+def openproject_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """`openproject-api-client` (and plain HTTP for uploads) against an emulator."""
+    from openproject_api_client import ApiClient  # only the interop tests need the package
+
+    with openproject_http(emulator) as http:
+        yield OpenProjectVendorClient(ApiClient(emulator.base_url, emulator.token, timeout=30), http)
+
+
+def openproject_listed(key: str) -> str | None:
+    """Projects are listed by `identifier`, the key in lower case; HR is hidden (404)."""
+    return None if key == "HR" else key.lower()
+
+
+def openproject_case(case_id: str, flavour: str, **more: Any) -> TrackerCase:
+    """OpenProject keeping files on its own disk (`local`) or in an object store (`remote`)."""
+    return TrackerCase(
+        id=case_id,
+        tracker="openproject",
+        profile={"auth": "basic"},
+        attach_behind=openproject_attach,
+        upload_check=openproject_upload_check,
+        error_body=openproject_error,
+        api_client=openproject_http,
+        emulator_args=("--tracker", "openproject", "--flavour", flavour),
+        upload=Route(rf"^{OP_API}/work_packages/[^/]+/attachments$", "POST"),
+        delete=Route(rf"^{OP_API}/attachments/[^/]+$", "DELETE"),
+        content=Route(rf"^{OP_API}/attachments/[^/]+/content$", "GET"),
+        listing=Route(rf"^{OP_API}/projects/[^/]+/work_packages$"),
+        issue_lookup=Route(rf"^{OP_API}/work_packages/[^/]+$", "GET"),
+        attachment_listing=Route(rf"^{OP_API}/work_packages/[^/]+/attachments$", "GET"),
+        account_check=Route(f"{OP_API}/users/me", "GET"),
+        content_path=lambda item: f"{OP_API}/attachments/{item['id']}/content",
+        embeds_attachments_in_listing=False,
+        announces_attachments_off=False,
+        issue_cap_option="max_issues",
+        issue_page="/work_packages/{issue}",
+        basic_user="apikey",
+        vendor_client=openproject_vendor_client,
+        listed_project=openproject_listed,
+        issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
+        **more,
+    )
+
+
+# -- Yandex Tracker ---------------------------------------------------------------------
+
+#: the organisation the emulator serves by default (`--org-id`)
+YANDEX_ORG = "12345"
+YANDEX_API = "/v2"
+
+
+def yandex_headers(emulator: EmulatorProcess) -> dict[str, str]:
+    """An OAuth token and the organisation header, as Tracker wants them on every request."""
+    return {"Authorization": f"OAuth {emulator.token}", "X-Org-ID": YANDEX_ORG}
+
+
+def yandex_attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+    """Upload through Tracker's API: the name in `?filename=`, the bytes in part `file`."""
+    with yandex_api_client(emulator) as client:
+        answer = client.post(
+            f"{YANDEX_API}/issues/{issue}/attachments/",
+            params={"filename": name},
+            files={"file": ("file", data)},
+        )
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def yandex_upload_check(request: dict[str, Any]) -> None:
+    """Tracker wants the organisation, the name in `?filename=` and one part named `file`."""
+    assert request["headers"].get("x-org-id") == YANDEX_ORG
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert request["query"].get("filename")
+    assert [part["part"] for part in request["upload"]] == ["file"]
+
+
+def yandex_error(message: str) -> dict[str, Any]:
+    """Tracker's error body (its status is the answer's; 500 stands for any here)."""
+    return {"errors": {}, "errorMessages": [message], "statusCode": 500}
+
+
+def yandex_api_client(emulator: EmulatorProcess) -> httpx.Client:
+    """Tracker's API as the signed-in user, in the emulator's organisation."""
+    return httpx.Client(base_url=emulator.base_url, headers=yandex_headers(emulator))
+
+
+def yandex_content_path(item: dict[str, Any]) -> str:
+    """`/v2/issues/KEY/attachments/ID/NAME`, the name one segment (`.` and `..` encoded)."""
+    name = quote(item["filename"], safe="")
+    if item["filename"] in (".", ".."):
+        name = name.replace(".", "%2E")
+    return f"{YANDEX_API}/issues/{item['issue']}/attachments/{item['id']}/{name}"
+
+
+class YandexVendorClient:
+    """The official `yandex-tracker-client` package, as `VendorClient`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach through the client (the name travels in `?filename=`)."""
+        created = self.client.issues[issue].attachments.create(io.BytesIO(data), params={"filename": name})
+        return str(created.id)
+
+    def read(self, issue: str, name: str) -> bytes:
+        """Download through the client."""
+        [attachment] = [a for a in self.client.issues[issue].attachments if a.name == name]
+        return b"".join(attachment.read())
+
+
+@contextmanager
+def yandex_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """The official client speaking API v2 to an emulator."""
+    from yandex_tracker_client import TrackerClient  # only the interop tests need the package
+
+    yield YandexVendorClient(
+        TrackerClient(token=emulator.token, org_id=YANDEX_ORG, base_url=emulator.base_url, retries=0)
+    )
+
+
 # -- Waldur --------------------------------------------------------------------------------
 
 WALDUR_API = "/api"
@@ -378,6 +576,21 @@ def waldur_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
         yield WaldurVendorClient(client)
 
 
+#: Store project key → the root directory Waldur's project shows as (its name). The second
+#: customer's "Demo project" has no key in the store; its directory carries its uuid
+#: (stable: uuid5 of its serial in the demo seed).
+WALDUR_LISTED = {
+    "DEMO": "Demo project",
+    "OPS": "Operations",
+    "": "Demo project (e47e95adc8525d24a40d08b6e610233a)",
+}
+
+
+def waldur_listed(key: str) -> str | None:
+    """Projects are listed by name; a store key (any case) also opens one as its slug."""
+    return WALDUR_LISTED.get(key, key)
+
+
 def waldur_case() -> TrackerCase:
     """Waldur's support module: whole-file media, renamed uploads, one name per issue."""
     return TrackerCase(
@@ -409,14 +622,7 @@ def waldur_case() -> TrackerCase:
         vendor_client=waldur_vendor_client,
         attachment_authors=False,
         accepts_empty_files=False,
-        # The second customer's "Demo project" has no key in the store; its directory
-        # carries its uuid (stable: uuid5 of its serial in the demo seed).
-        project_dirs={
-            "DEMO": "Demo project",
-            "OPS": "Operations",
-            "": "Demo project (e47e95adc8525d24a40d08b6e610233a)",
-        },
-        project="Demo project",
+        listed_project=waldur_listed,
         issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
     )
 
@@ -441,6 +647,30 @@ CASES = [
         content_path=lambda item: f"/secure/attachment/{item['id']}/{item['filename']}",
         listing="/rest/api/2/search",
         profile={"flavour": "datacenter", "auth": "bearer"},
+    ),
+    openproject_case("openproject-local", "local"),
+    openproject_case("openproject-remote", "remote", media_redirect={}),
+    TrackerCase(
+        id="yandex",
+        tracker="yandex",
+        profile={"org_id": YANDEX_ORG},
+        attach_behind=yandex_attach,
+        upload_check=yandex_upload_check,
+        error_body=yandex_error,
+        api_client=yandex_api_client,
+        emulator_args=("--tracker", "yandex"),
+        upload=Route(rf"^{YANDEX_API}/issues/[^/]+/attachments/?$", "POST"),
+        delete=Route(rf"^{YANDEX_API}/issues/[^/]+/attachments/[^/]+/?$", "DELETE"),
+        content=Route(rf"^{YANDEX_API}/issues/[^/]+/attachments/[^/]+/", "GET"),
+        listing=Route(rf"^{YANDEX_API}/issues/_search$", "POST"),
+        issue_lookup=Route(rf"^{YANDEX_API}/issues/[^/_][^/]*$", "GET"),
+        account_check=Route(f"{YANDEX_API}/myself", "GET"),
+        content_path=yandex_content_path,
+        permission_query=False,
+        announces_upload_limit=False,
+        issue_cap_option="max_issues",
+        vendor_client=yandex_vendor_client,
+        issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
     ),
     waldur_case(),
 ]

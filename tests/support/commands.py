@@ -59,8 +59,16 @@ def status(mount: Mount) -> str:
 
 
 def profile_config(path: Path, name: str, case: TrackerCase, url: str, **keys: Any) -> Path:
-    """A private config file with one profile of `case`'s tracker at `url`."""
-    return write_config(path, name, {"tracker": case.tracker, "url": url, **keys, **case.profile})
+    """A private config file with one profile of `case`'s tracker at `url`.
+
+    Its state and caches live beside the file, never in the home folder that other runs
+    of the suite share (a mount of profile `p` there would refuse theirs).
+    """
+    places = {
+        "spool_dir": str(path.parent / f"{path.stem}-state"),
+        "cache_dir": str(path.parent / f"{path.stem}-cache"),
+    }
+    return write_config(path, name, {"tracker": case.tracker, "url": url, **places, **keys, **case.profile})
 
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:

@@ -50,7 +50,7 @@ def uploads(emulator: EmulatorProcess, case: TrackerCase) -> list[Record]:
 
 
 def uploaded_names(emulator: EmulatorProcess, case: TrackerCase) -> list[str]:
-    """The file names the uploads in the log carried, in order (a field part names none)."""
+    """The file names the uploads in the log carried, in order (form fields carry none)."""
     return [
         part["filename"]
         for r in uploads(emulator, case)

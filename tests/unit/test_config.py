@@ -121,6 +121,26 @@ def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         SecretSource("command", f"{sys.executable} -c \"import sys; print('part'); sys.exit(3)\"").read()
 
 
+def test_a_systemd_credential_is_read_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = SecretSource("credential", "jira-token")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match=r"\$CREDENTIALS_DIRECTORY is not set.*LoadCredential="):
+        source.read()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(ConfigError, match="'jira-token' cannot be read"):
+        source.read()
+    (tmp_path / "jira-token").write_text("from-systemd\n")
+    assert source.read() == "from-systemd"
+    with pytest.raises(ConfigError, match="not a credential name"):
+        SecretSource("credential", "../jira-token").read()
+    profile = profile_from_table(
+        "svc", {"tracker": "jira", "url": "http://x", "token_credential": "jira-token"}
+    )
+    assert profile.secret == source
+
+
 def test_secrets_never_reach_a_log_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRACKERFS_UNIT_SECRET", "hunter2-very-secret")
     secret = SecretSource("env", "TRACKERFS_UNIT_SECRET").read()

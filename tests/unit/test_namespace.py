@@ -91,6 +91,35 @@ async def test_unlisted_issue_is_found_by_key(world: tuple[MemoryTracker, Namesp
     assert [n.name for n in await namespace.list_dir(issue.inode)] == ["hidden.txt"]
 
 
+class ArchivingTracker(MemoryTracker):
+    """A memory tracker with a project its listing leaves out (archived), found by id."""
+
+    archived = Project("OLD", "Old project", "7", label="Old project")
+
+    def project_reference(self, name: str) -> str | None:
+        return name if name.isupper() or name.isdigit() else None
+
+    async def get_project(self, reference: str) -> Project:
+        self.calls.append(("project", reference))
+        if reference in (self.archived.key, self.archived.id):
+            return self.archived
+        raise NotFoundError(reference)
+
+
+async def test_a_project_no_listing_shows_opens_by_its_own_reference() -> None:
+    tracker = ArchivingTracker()
+    namespace = Namespace(tracker, CacheSettings(metadata_ttl=60, negative_ttl=30), clock=Clock())
+    assert [n.name for n in await namespace.list_dir(ROOT_INODE)] == ["P"]
+    by_id = await namespace.lookup(ROOT_INODE, "7")
+    assert by_id.kind is Kind.PROJECT and by_id.name == "7"
+    assert (await namespace.lookup(ROOT_INODE, "7")) is by_id
+    with pytest.raises(NotFoundError):
+        await namespace.lookup(ROOT_INODE, "NOPE")
+    with pytest.raises(NotFoundError):
+        await namespace.lookup(ROOT_INODE, ".directory")
+    assert [c for c in tracker.calls if c[0] == "project"] == [("project", "7"), ("project", "NOPE")]
+
+
 async def test_inodes_are_stable_and_lookups_counted(world: tuple[MemoryTracker, Namespace, Clock]) -> None:
     _, namespace, clock = world
     project = await namespace.lookup(ROOT_INODE, "P")

@@ -174,6 +174,23 @@ async def test_a_read_only_attachment_is_not_replaced_by_a_rename_onto_it(
     assert await writer.namespace.find(directory, "draft.txt") is local
 
 
+async def test_nodes_the_kernel_never_looked_up_are_freed_after_unlink_and_rename(
+    tracker: WritableTracker, writer: Writer
+) -> None:
+    """Removing or replacing a name the kernel holds no reference to leaves no node behind."""
+    tracker.add("P-1", ("1", "old.txt", b"old bytes"), ("2", "gone.txt", b"gone"))
+    project = await writer.namespace.lookup(ROOT_INODE, "P")
+    directory = await writer.namespace.lookup(project.inode, "P-1")
+    before = writer.namespace.statistics().nodes
+    await writer.unlink(directory, "gone.txt")
+    assert writer.namespace.statistics().nodes == before
+    draft = await writer.create(directory, "draft.txt")
+    writer.namespace.remember(draft)
+    await writer.rename(directory, "draft.txt", directory, "old.txt", no_replace=False)
+    # The draft's node (the kernel's) now holds the name; old.txt's own node is gone.
+    assert writer.namespace.statistics().nodes == before + 1
+
+
 async def test_the_permission_answer_is_asked_once_for_a_burst_of_creates(
     tracker: WritableTracker, writer: Writer
 ) -> None:

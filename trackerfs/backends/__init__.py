@@ -10,7 +10,9 @@ import httpx
 
 from trackerfs.backends.base import Tracker
 from trackerfs.backends.jira import JiraTracker
+from trackerfs.backends.openproject import OpenProjectTracker
 from trackerfs.backends.waldur import WaldurTracker
+from trackerfs.backends.yandex import YandexTracker
 from trackerfs.config import BackendOptions, Profile, ProfileKey, backend_options
 from trackerfs.errors import ConfigError
 
@@ -29,6 +31,8 @@ class Backend(Protocol):
 #: tracker name in a profile → backend class
 REGISTRY: dict[str, Backend] = {
     JiraTracker.name: JiraTracker,
+    YandexTracker.name: YandexTracker,
+    OpenProjectTracker.name: OpenProjectTracker,
     WaldurTracker.name: WaldurTracker,
 }
 

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import BinaryIO, ClassVar
 
 from trackerfs.config import ProfileKey
+from trackerfs.errors import NotFoundError
 from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
 
 #: Opens a fresh binary file positioned at 0 holding an upload's bytes (called per attempt).
@@ -82,9 +83,17 @@ class Tracker(ABC):
         """The project key or id a root name no listing shows may stand for (None: none).
 
         The core matches it against every listed project's key and id, so a project is
-        also reachable under the vendor's own id or key when its label is different.
+        also reachable under the vendor's own id or key when its label is different, and
+        asks `get_project` for one no listing shows (archived, past a filter).
         """
         return name
+
+    async def get_project(self, reference: str) -> Project:
+        """A project by a reference from `project_reference`; NotFoundError if there is none.
+
+        The default finds none: only listed projects are reachable.
+        """
+        raise NotFoundError(reference)
 
     @abstractmethod
     def open_range(
@@ -97,7 +106,8 @@ class Tracker(ABC):
 
         A backend whose host always sends the whole body says False: the reader then
         downloads each attachment once, whole, into the disk cache, instead of paying
-        for the bytes before every block it reads.
+        for the bytes before every block it reads. One whose host may or may not says
+        what `HttpClient.honours_range` has learnt from the answers so far.
         """
         return True
 
@@ -121,6 +131,16 @@ class Tracker(ABC):
         """Delete `attachment` of `issue` (the records as listed: some vendors address an
         attachment through its issue, others by a URL the record carries)."""
         raise NotImplementedError
+
+    def request_statistics(self) -> dict[str, int]:
+        """Requests sent so far by method and answer, and retries, for the status file.
+
+        Every backend built on `HttpClient` keeps it as `self.http`, which counts them;
+        {} for one that does not.
+        """
+        http = getattr(self, "http", None)
+        statistics = getattr(http, "statistics", None)
+        return dict(statistics()) if callable(statistics) else {}
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -41,6 +41,7 @@ import logging
 import random
 import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -534,6 +535,10 @@ class HttpClient:
             1024, location_ttl if location_ttl > 0 else 1.0, timer=clock
         )
         self._stalled: TTLCache[str, TrackerTimeoutError] = TTLCache(256, STALL_MEMORY, timer=clock)
+        #: content sources (`_range_source`) whose server answered a Range with the whole body
+        self._ignores_range: set[str] = set()
+        #: attempts by method and answer (`GET 206`, `POST failed`), and `retries`
+        self._counts: Counter[str] = Counter()
 
     @classmethod
     def for_profile(
@@ -565,6 +570,20 @@ class HttpClient:
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self._client.aclose()
+
+    def statistics(self) -> dict[str, int]:
+        """Attempts so far by method and answer (`GET 200`, `POST failed`), and `retries`."""
+        return dict(sorted(self._counts.items()))
+
+    def honours_range(self, source: str | ContentLocation) -> bool:
+        """Whether the server of `source` has sent only the part a Range asked for so far.
+
+        It is learnt from the answers: once a ranged `stream_range` of a source's origin
+        (or of a location's key) came back whole, this says False for good, so that a
+        backend can tell the reader to download its attachments once, whole, instead of
+        paying for every byte before each block it reads.
+        """
+        return _range_source(self.url, source) not in self._ignores_range
 
     def url(self, path: str) -> str:
         """An absolute URL for a path relative to the base URL (absolute URLs pass)."""
@@ -653,7 +672,19 @@ class HttpClient:
                     raise BadResponseError(f"asked for bytes from {start}, got a range starting at {first}")
                 yield self._body(call, response, 0, stop - start)
             else:
+                self._learn_range_ignored(source, response, start, stop)
                 yield self._body(call, response, start, stop - start)
+
+    def _learn_range_ignored(
+        self, source: str | ContentLocation, response: httpx.Response, start: int, stop: int
+    ) -> None:
+        """Remember a server that sent a whole body for a part (a 200 for the whole is no news)."""
+        length = response.headers.get("Content-Length")
+        whole = start > 0 or (length is not None and length.isdigit() and int(length) > stop - start)
+        key = _range_source(self.url, source)
+        if whole and key not in self._ignores_range:
+            self._ignores_range.add(key)
+            log.info("%s ignores Range: its attachments are downloaded whole, once", _origin_text(key))
 
     def _call(
         self,
@@ -713,11 +744,13 @@ class HttpClient:
                 try:
                     response = await self._attempt(call, target, params, credentials, read=read)
                 except TrackerError as exc:
+                    self._counts[f"{call.method} failed"] += 1
                     if not _repeatable(exc):
                         raise
                     failure = exc
                     repeat = True
                 else:
+                    self._counts[f"{call.method} {response.status_code}"] += 1
                     verdict = self._verdict(response, ok)
                     if verdict is None:
                         self._remember(call)
@@ -743,6 +776,7 @@ class HttpClient:
             if self._time_left(call) - wait <= 0:
                 raise self._give_up(call, failure, f"its {self.retry.deadline:g}s deadline is spent")
             log.warning("%s failed (%s); retry %d in %.2fs", call.where, failure, attempt, wait)
+            self._counts["retries"] += 1
             await self._sleep(wait)
 
     async def _target(self, call: _Call) -> tuple[str | httpx.URL, Mapping[str, Any] | None]:
@@ -1054,3 +1088,16 @@ def connect_reason(exc: BaseException) -> str:
             reason = str(current)
         current = current.__cause__ or current.__context__
     return reason or type(exc).__name__
+
+
+def _range_source(url: Callable[[str], str], source: str | ContentLocation) -> str:
+    """What `honours_range` remembers of a source: a location's key, else its URL's origin."""
+    if isinstance(source, ContentLocation):
+        return f"location {source.key}"
+    parts = urlsplit(url(source))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _origin_text(key: str) -> str:
+    """A remembered source for a log line (a location's key names no host)."""
+    return "the content host" if key.startswith("location ") else key

@@ -288,8 +288,18 @@ class WaldurTracker(Tracker):
         return name if _KEY.fullmatch(name) else None
 
     def project_reference(self, name: str) -> str | None:
-        """A project uuid in either form (its id), else the name (matched against slugs)."""
-        return uuid_hex(name) or name
+        """A project uuid in either form (its id), else the name as a slug, in any case."""
+        return uuid_hex(name) or name.lower()
+
+    async def get_project(self, reference: str) -> Project:
+        """A project no listing shows, by its uuid (a slug is only matched among the listed)."""
+        ident = uuid_hex(reference)
+        if ident is None:
+            raise NotFoundError(f"no project {reference!r}")
+        body = expect_dict(await self.http.get_json(f"{API}/projects/{ident}/"), "project")
+        if not body.get("uuid"):
+            raise BadResponseError(f"project {reference}: the answer has no uuid")
+        return self._project(body)
 
     def open_range(
         self, attachment: Attachment, start: int, stop: int
@@ -393,7 +403,8 @@ class WaldurTracker(Tracker):
         ident = uuid_hex(str(item["uuid"])) or str(item["uuid"])
         name = str(item.get("name") or item.get("slug") or ident)
         return Project(
-            key=str(item.get("slug") or ident),
+            # Slugs are matched in any case: `cd /tracker/DEMO` opens the project `demo`.
+            key=str(item.get("slug") or ident).lower(),
             name=name,
             id=ident,
             web_url=str(item.get("url") or self.http.url(f"{API}/projects/{ident}/")),

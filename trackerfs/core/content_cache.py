@@ -399,6 +399,12 @@ class ContentCache:
         if entry is not None:
             await self._drop(entry, None)
 
+    async def clear(self) -> int:
+        """Drop every attachment the cache holds (the control file's `flush content`)."""
+        held = self._bytes
+        await self._evict(self._bytes)
+        return held
+
     async def _drop(self, entry: Entry, why: str | None) -> None:
         if self._entries.get(entry.ident) is entry:
             del self._entries[entry.ident]

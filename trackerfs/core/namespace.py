@@ -202,6 +202,7 @@ class Namespace:
         #: record they were fetched for: reused while a refreshed listing shows that time
         self._kept: LRUCache[tuple[str, str], tuple[float, list[Attachment]]] = LRUCache(KEPT_LISTINGS)
         self._direct: TTLCache[tuple[str, str], Issue] = TTLCache(4096, ttl, timer=clock)
+        self._direct_projects: TTLCache[str, Project] = TTLCache(256, ttl, timer=clock)
         self._negative: TTLCache[tuple[int, str], bool] = TTLCache(
             100_000, settings.negative_ttl, timer=clock
         )
@@ -209,6 +210,7 @@ class Namespace:
         self._issue_flights: SingleFlight[str, dict[str, Issue]] = SingleFlight()
         self._file_flights: SingleFlight[tuple[str, str], dict[str, Attachment]] = SingleFlight()
         self._direct_flights: SingleFlight[tuple[str, str], Issue] = SingleFlight()
+        self._direct_project_flights: SingleFlight[str, Project] = SingleFlight()
         self._permissions: TTLCache[tuple[str, str], Permissions] = TTLCache(
             4096, min(PERMISSIONS_TTL, ttl), timer=clock
         )
@@ -290,6 +292,25 @@ class Namespace:
         if parent is not None and parent is not node:
             parent.children = max(0, parent.children - 1)
             self.settle(parent)
+
+    def flush(self) -> None:
+        """Forget every cached listing, lookup and miss: the next ones ask the tracker.
+
+        Nodes stay (the kernel still refers to them); their records are refreshed as the
+        listings come back.
+        """
+        self._changes += 1
+        for cache in (
+            self._projects,
+            self._issues,
+            self._files,
+            self._direct,
+            self._direct_projects,
+            self._negative,
+            self._permissions,
+        ):
+            cache.clear()
+        self._kept.clear()
 
     def statistics(self) -> NamespaceStatistics:
         """Counters since the mount."""
@@ -381,12 +402,24 @@ class Namespace:
         if project is None:
             # The vendor's own key or id always works, whatever the label is.
             reference = self._tracker.project_reference(name)
-            match = [p for p in projects.values() if reference is not None and reference in (p.key, p.id)]
-            if not match:
+            if reference is None:
                 raise NotFoundError(name)
+            match = [p for p in projects.values() if reference in (p.key, p.id)]
+            if not match:
+                # Not listed (archived, filtered out) but the vendor's own reference.
+                return self._project_node(name, await self._unlisted_project(reference))
             project = match[0]
             name = next(listed for listed, item in projects.items() if item is project)
         return self._project_node(name, project)
+
+    async def _unlisted_project(self, reference: str) -> Project:
+        project = self._direct_projects.get(reference)
+        if project is None:
+            project = await self._direct_project_flights.run(
+                reference, lambda: self._tracker.get_project(reference)
+            )
+            self._direct_projects[reference] = project
+        return project
 
     async def _find_issue(self, directory: Node, entry: ProjectEntry, name: str) -> Node:
         project = entry.project

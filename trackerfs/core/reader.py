@@ -23,10 +23,16 @@ byte-budgeted LRU.
   of the whole attachment, which every read of it waits on: each block is published as
   it arrives (a read at offset 0 does not wait for the end) and the rest goes to the disk
   cache, at the disk's pace, so no later read downloads it again.
+- Such a whole download of an attachment with a vendor checksum (`md5:HEX`, …) is
+  verified before its last block is handed out: a reader never reaches the end of bytes
+  that do not match. On a mismatch everything kept of it is dropped and it is downloaded
+  once more; a second mismatch, or blocks a reader already had that the second download
+  contradicts, fail the read with EIO and an ERROR line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import weakref
@@ -39,7 +45,7 @@ import trio
 
 from trackerfs.backends.base import Tracker
 from trackerfs.core.cache import BlockCache, CacheStatistics, Future
-from trackerfs.core.content_cache import ContentCache
+from trackerfs.core.content_cache import ALGORITHMS, ContentCache
 from trackerfs.errors import BadResponseError, TemporaryError, TrackerError, UnreachableError
 from trackerfs.model import Attachment
 
@@ -55,6 +61,10 @@ FETCH_RESUMES = 2
 #: Blocks read from the disk cache per worker-thread call: a reader waiting for the first
 #: of them does not wait for a whole readahead window to come off the disk.
 DISK_RUN = 8
+#: Seconds a whole download that failed its checksum fails again at once: the kernel
+#: repeats a failed read straight away, and a third download must not turn the EIO the
+#: user was owed into a success.
+MISMATCH_MEMORY = 2.0
 
 BlockKey = tuple[str, int]
 
@@ -104,6 +114,69 @@ class ReadState:
 
 
 @dataclass(slots=True)
+class WholeDownload:
+    """What verifies the passes of one whole download against the vendor's checksum.
+
+    The last block of a pass is held back until the pass's digest matches; `served` keeps
+    a sha256 of each block a reader was given, so a later pass can tell whether what a
+    reader already has was wrong.
+    """
+
+    attachment: Attachment
+    algorithm: str
+    expected: str
+    mismatches: int = 0
+    served: dict[int, bytes] = field(default_factory=dict)
+    held: tuple[int, bytes] | None = None
+    digest: hashlib._Hash | None = None
+    #: the checksum failure that ended the download, if one did
+    failed: BadResponseError | None = None
+
+    @classmethod
+    def of(cls, attachment: Attachment) -> WholeDownload:
+        """The download of `attachment`, checked when its checksum is one hashlib knows."""
+        algorithm, _, expected = attachment.checksum.partition(":")
+        known = algorithm in ALGORITHMS and bool(expected)
+        return cls(attachment, algorithm if known else "", expected.strip().lower() if known else "")
+
+    def start(self) -> None:
+        """A new pass from byte 0."""
+        self.held = None
+        self.digest = hashlib.new(self.algorithm) if self.algorithm else None
+
+    def holds_back(self, index: int, block: bytes) -> bool:
+        """Hash `block`; whether it is the last one, kept until the pass is verified."""
+        if self.digest is None:
+            return False
+        self.digest.update(block)
+        given = self.served.get(index)
+        if given is not None and given != hashlib.sha256(block).digest():
+            raise self.failure("bytes already read differ from those downloaded again")
+        if index < Reader._block_count(self.attachment) - 1:
+            return False
+        self.held = (index, block)
+        return True
+
+    def matches(self) -> bool:
+        """Whether the pass's bytes have the vendor's checksum (always, without one)."""
+        return self.digest is None or self.digest.hexdigest() == self.expected
+
+    def hand_out(self, index: int, block: bytes) -> None:
+        """Record that a reader got `block` (what a later pass must then agree with)."""
+        if self.digest is not None:
+            self.served.setdefault(index, hashlib.sha256(block).digest())
+
+    def failure(self, why: str) -> BadResponseError:
+        """The EIO that ends the download, logged once as an error."""
+        what = self.attachment
+        log.error("attachment %s (%s): %s checksum mismatch; %s", what.id, what.filename, self.algorithm, why)
+        self.failed = BadResponseError(
+            f"attachment {what.id}: its content does not match its {self.algorithm}"
+        )
+        return self.failed
+
+
+@dataclass(slots=True)
 class ReaderStatistics:
     """What the reader has done since the mount."""
 
@@ -145,6 +218,8 @@ class Reader:
         self._pending_bytes = 0
         #: attachments whose whole-file download (no Range) is running → the blocks asked of it
         self._fills: dict[str, set[int]] = {}
+        #: attachments whose whole download failed its checksum → when, and the error
+        self._mismatched: dict[str, tuple[float, BadResponseError]] = {}
         self._stats = ReaderStatistics()
 
     def open(self, attachment: Attachment) -> ReadState:
@@ -350,17 +425,27 @@ class Reader:
         """
         passes = 0
         error: BaseException | None = None
+        download = WholeDownload.of(attachment)
         try:
+            recent = self._mismatched.pop(attachment.id, None)
+            if recent is not None and trio.current_time() - recent[0] < MISMATCH_MEMORY:
+                self._mismatched[attachment.id] = recent
+                raise recent[1]
             while self._waiting(attachment, wanted):
                 if passes > FETCH_RESUMES:
                     raise error or TemporaryError(f"attachment {attachment.id}: download did not finish")
                 passes += 1
+                download.start()
                 try:
-                    await self._stream_blocks(attachment, 0, self._block_count(attachment), whole=True)
+                    await self._stream_blocks(attachment, 0, self._block_count(attachment), whole=download)
                 except (TemporaryError, UnreachableError) as exc:
                     error = exc
                     log.warning("download of %s interrupted (%s); starting again", attachment.id, exc)
+                    continue
+                await self._settle(attachment, download)
         except TrackerError as exc:
+            if exc is download.failed:
+                self._mismatched[attachment.id] = (trio.current_time(), download.failed)
             self._fail_waiting(attachment, wanted, exc)
         except Exception as exc:
             log.exception("download of attachment %s failed", attachment.id)
@@ -371,6 +456,30 @@ class Reader:
         finally:
             del self._fills[attachment.id]
 
+    async def _settle(self, attachment: Attachment, download: WholeDownload) -> None:
+        """After a complete pass: hand out the held last block, or drop the pass and go again.
+
+        A second mismatch raises (EIO); the first drops every block kept of the
+        attachment, in memory and on disk, so the next pass and later reads start clean.
+        """
+        if download.matches():
+            if download.held is not None:
+                await self._keep(attachment, *download.held, download)
+            return
+        download.mismatches += 1
+        if download.mismatches > 1:
+            raise download.failure("downloaded twice, wrong both times")
+        log.warning(
+            "attachment %s: content does not match its %s; downloading it again",
+            attachment.id,
+            download.algorithm,
+        )
+        for index in range(self._block_count(attachment)):
+            if (attachment.id, index) not in self._pending:
+                self._cache.discard((attachment.id, index))
+        if self._content is not None:
+            await self._content.discard(attachment.id)
+
     def _waiting(self, attachment: Attachment, wanted: set[int]) -> bool:
         """Whether a block asked of this download still waits (others may have served some)."""
         wanted.intersection_update(index for index in wanted if (attachment.id, index) in self._pending)
@@ -380,11 +489,14 @@ class Reader:
         for index in sorted(wanted):
             self._fail(attachment, index, index + 1, error)
 
-    async def _stream_blocks(self, attachment: Attachment, lo: int, hi: int, *, whole: bool = False) -> int:
+    async def _stream_blocks(
+        self, attachment: Attachment, lo: int, hi: int, *, whole: WholeDownload | None = None
+    ) -> int:
         """Stream blocks [lo, hi); publish each as it completes; return the next index.
 
         In a `whole` download only the blocks somebody waits for are published; the
-        others go to the disk cache alone.
+        others go to the disk cache alone, and the last one waits for the verdict on the
+        checksum (`_settle`).
         """
         start = lo * BLOCK_SIZE
         stop = min(hi * BLOCK_SIZE, attachment.size)
@@ -401,8 +513,9 @@ class Reader:
                 held += len(chunk)
                 while held >= BLOCK_SIZE:
                     block = _take(pending, BLOCK_SIZE)
-                    if whole:
-                        await self._keep(attachment, index, block)
+                    if whole is not None:
+                        if not whole.holds_back(index, block):
+                            await self._keep(attachment, index, block, whole)
                     else:
                         self._publish(attachment, index, block)
                     held -= BLOCK_SIZE
@@ -413,8 +526,9 @@ class Reader:
             expected = attachment.size - index * BLOCK_SIZE
             if index == hi - 1 and held == expected:
                 block = _take(pending, held)
-                if whole:
-                    await self._keep(attachment, index, block)
+                if whole is not None:
+                    if not whole.holds_back(index, block):
+                        await self._keep(attachment, index, block, whole)
                 else:
                     self._publish(attachment, index, block)
                 index += 1
@@ -425,17 +539,19 @@ class Reader:
                 )
         return index
 
-    async def _keep(self, attachment: Attachment, index: int, data: bytes) -> None:
+    async def _keep(self, attachment: Attachment, index: int, data: bytes, download: WholeDownload) -> None:
         """A block of a whole download: to whoever waits for it, else to the disk cache."""
         content = self._content
         if content is None or not content.enabled or content.has(attachment, index):
             if (attachment.id, index) in self._pending:
+                download.hand_out(index, data)
                 self._publish(attachment, index, data)
             return
         if (attachment.id, index) not in self._pending:
             await content.wait_for_room()
         # Checked again after the wait: a read may have asked for this block meanwhile.
         if (attachment.id, index) in self._pending:
+            download.hand_out(index, data)
             self._publish(attachment, index, data)
         else:
             content.store(attachment, index, data)

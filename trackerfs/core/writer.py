@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from trackerfs.backends.base import Tracker
+from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.namespace import (
     AttachmentEntry,
@@ -35,6 +35,7 @@ from trackerfs.core.namespace import (
     Node,
     local_of,
 )
+from trackerfs.core.progress import UploadProgress
 from trackerfs.core.spool import (
     OPEN,
     PENDING,
@@ -93,6 +94,8 @@ class Writer:
         #: the on-disk content cache, which forgets what is deleted through the mount
         self.content = content
         self._uploads = 0
+        #: uploads sent now, for the status file
+        self.in_flight: list[UploadProgress] = []
         self._idle = trio.Event()
         self._idle.set()
         #: set at unmount: recovery finishes the file in hand and leaves the rest in the spool
@@ -157,7 +160,7 @@ class Writer:
             local = self._new_local(entry.issue, node.name, replaces=None if unlinked else attachment)
             if unlinked:
                 local.change(Change.DISCARD)
-                local.spooled.save(temporary=True)
+                local.spooled.save(unlinked=True)
             if not truncate:
                 try:
                     if attachment.size:
@@ -304,8 +307,8 @@ class Writer:
         lost: TrackerError | None = None
         for attempt in range(2):
             try:
-                with self._busy():
-                    return await self.tracker.upload(issue, name, size, spooled.open_for_upload)
+                with self._sending(issue.key, name, size, spooled) as source:
+                    return await self.tracker.upload(issue, name, size, source)
             except (OutcomeUnknownError, BadResponseError) as exc:
                 lost = exc
             except (TrackerError, OSError):
@@ -408,6 +411,17 @@ class Writer:
             if not self._uploads:
                 self._idle.set()
 
+    @contextmanager
+    def _sending(self, issue: str, name: str, size: int, spooled: SpoolFile) -> Iterator[UploadSource]:
+        """An upload in flight (counted for unmount, its progress shown); yields its source."""
+        progress = UploadProgress(issue, name, size)
+        self.in_flight.append(progress)
+        try:
+            with self._busy():
+                yield progress.source(spooled.open_for_upload)
+        finally:
+            self.in_flight.remove(progress)
+
     async def wait_idle(self) -> None:
         """Return when no upload is in progress (unmount waits for them)."""
         await self._idle.wait()
@@ -425,11 +439,19 @@ class Writer:
         node = await self.namespace.find(directory, name)
         if node is None:
             raise NotFoundError(name)
+        try:
+            await self._unlink(directory, node, name)
+        finally:
+            # A node found here that the kernel never looked up is freed once done with.
+            self.namespace.settle(node)
+        return node
+
+    async def _unlink(self, directory: Node, node: Node, name: str) -> None:
         if isinstance(node.entry, LocalEntry):
             async with node.entry.local.upload_lock:
                 if isinstance(node.entry, LocalEntry):
                     await self._drop_local(directory, node, node.entry.local)
-                    return node
+                    return
         if not isinstance(node.entry, AttachmentEntry):
             raise NotPermittedError(f"{name} is a directory of the tracker")
         attachment = node.entry.attachment
@@ -438,9 +460,8 @@ class Writer:
             await self._check_may_delete(directory, attachment)
             self.namespace.hide(node, attachment)
             log.info("%s/%s is open: it is deleted when its last descriptor closes", directory.name, name)
-            return node
+            return
         await self._delete(directory, attachment)
-        return node
 
     async def _check_may_delete(self, directory: Node, attachment: Attachment) -> None:
         """EACCES now for a delete the tracker is known to refuse (it would come too late)."""
@@ -481,7 +502,7 @@ class Writer:
         if local.handles == 0:
             local.spooled.discard()
         else:
-            local.spooled.save(temporary=True)  # never uploaded, even after a crash
+            local.spooled.save(unlinked=True)  # never uploaded, nor kept after a crash
 
     async def _delete(self, directory: Node, attachment: Attachment) -> None:
         """DELETE an attachment of an issue directory; one already gone counts as deleted."""
@@ -509,6 +530,14 @@ class Writer:
         node = await self.namespace.find(source_dir, name)
         if node is None:
             raise NotFoundError(name)
+        try:
+            await self._rename(node, source_dir, name, target_dir, new_name, no_replace)
+        finally:
+            self.namespace.settle(node)
+
+    async def _rename(
+        self, node: Node, source_dir: Node, name: str, target_dir: Node, new_name: str, no_replace: bool
+    ) -> None:
         if node.is_dir:
             raise NotPermittedError(
                 f"{name}: {self.tracker.project_noun}s and {self.tracker.issue_noun}s cannot be renamed"
@@ -541,6 +570,21 @@ class Writer:
         no_replace: bool,
     ) -> None:
         target = await self.namespace.find(target_dir, new_name)
+        try:
+            await self._move_local(node, local, target, target_dir, new_name, no_replace)
+        finally:
+            if target is not None:
+                self.namespace.settle(target)
+
+    async def _move_local(
+        self,
+        node: Node,
+        local: LocalFile,
+        target: Node | None,
+        target_dir: Node,
+        new_name: str,
+        no_replace: bool,
+    ) -> None:
         if target is not None and no_replace:
             raise ExistsError(new_name)
         if target is not None and target.is_dir:
@@ -568,7 +612,7 @@ class Writer:
                     if target_local.handles == 0:
                         target_local.spooled.discard()
                     else:
-                        target_local.spooled.save(temporary=True)
+                        target_local.spooled.save(unlinked=True)
                 elif isinstance(target.entry, AttachmentEntry):
                     replaced = target.entry.attachment
             node.supersedes = (*node.supersedes, *target.supersedes)
@@ -716,8 +760,8 @@ class Writer:
                 manifest.name,
                 size,
             )
-            with self._busy():
-                await self.tracker.upload(issue, manifest.name, size, spooled.open_for_upload)
+            with self._sending(issue.key, manifest.name, size, spooled) as source:
+                await self.tracker.upload(issue, manifest.name, size, source)
         # The attachment it replaces, as the tracker lists it now (not listed: already gone).
         for old in listing:
             if old.id == manifest.replaces:

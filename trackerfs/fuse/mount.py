@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyfuse3
@@ -31,7 +32,9 @@ from trackerfs.core.spool import Spool, SpoolFile
 from trackerfs.core.statedir import clear_status, hold_profile_lock, prepare_state_dir, write_status
 from trackerfs.core.writer import Writer
 from trackerfs.errors import ConfigError, TrackerError
+from trackerfs.fuse.control import ControlFiles
 from trackerfs.fuse.operations import Operations
+from trackerfs.fuse.status import MountStatus, RecentProblems
 from trackerfs.model import Limits
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,8 @@ async def serve_mount(
     """
     check_mountpoint(mountpoint)
     prepare_state_dir(profile.state_dir)
-    with hold_profile_lock(profile.state_dir, profile.name, mountpoint):
+    problems = RecentProblems()
+    with hold_profile_lock(profile.state_dir, profile.name, mountpoint), _logged_to(problems):
         spool = open_spool(profile.state_dir)
         async with open_tracker(profile) as tracker:
             account = await tracker.check_account()
@@ -116,12 +120,35 @@ async def serve_mount(
                     content=content,
                 )
                 pending = writer.prepare_recovery()
+                status = MountStatus(profile, mountpoint, account, reader, writer, content, problems)
+                control = ControlFiles(
+                    status.snapshot,
+                    status.commands(),
+                    uid=os.getuid(),
+                    gid=os.getgid(),
+                )
                 operations = Operations(
-                    writer.namespace, reader, writer, profile.cache, state_dir=profile.state_dir
+                    writer.namespace,
+                    reader,
+                    writer,
+                    profile.cache,
+                    state_dir=profile.state_dir,
+                    control=control,
                 )
                 await _serve(
                     profile, mountpoint, writer, operations, pending, ready=ready, debug_fuse=debug_fuse
                 )
+
+
+@contextmanager
+def _logged_to(handler: logging.Handler) -> Iterator[None]:
+    """`handler` hears every record of the mount's life (the status file's recent problems)."""
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 async def _limits(tracker: Tracker) -> Limits:

@@ -26,7 +26,7 @@ from pyfuse3 import FileHandleT, FileInfo, InodeT, RequestContext
 
 from trackerfs.config import CacheSettings
 from trackerfs.core.names import MAX_NAME_BYTES, sanitize
-from trackerfs.core.namespace import AttachmentEntry, IssueEntry, LocalEntry, Namespace, Node
+from trackerfs.core.namespace import ROOT_INODE, AttachmentEntry, IssueEntry, LocalEntry, Namespace, Node
 from trackerfs.core.reader import BLOCK_SIZE, Reader, ReadState
 from trackerfs.core.spool import LocalFile
 from trackerfs.core.writer import Writer
@@ -39,6 +39,7 @@ from trackerfs.errors import (
     TrackerError,
 )
 from trackerfs.fuse import xattrs
+from trackerfs.fuse.control import FOLDER_INODE, ControlFiles
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,11 @@ class Operations(pyfuse3.Operations):
         settings: CacheSettings,
         *,
         state_dir: Path,
+        control: ControlFiles | None = None,
     ) -> None:
         super().__init__()
+        #: the hidden `.trackerfs` folder (status and commands); None: no such folder
+        self.control = control
         self.namespace = namespace
         self.reader = reader
         self.writer = writer
@@ -144,6 +148,7 @@ class Operations(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, list[Node]] = {}
+        self._control_dirs: set[int] = set()
 
     # -- attributes -------------------------------------------------------------------
 
@@ -189,6 +194,10 @@ class Operations(pyfuse3.Operations):
         log.debug("lookup(%d, %r)", parent_inode, text)
         if len(name) > MAX_NAME_BYTES:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        if self.control is not None:
+            found = self.control.lookup(parent_inode, text, ROOT_INODE)
+            if found is not None:
+                return found
         if text in (".", ".."):
             node = self.namespace.node(parent_inode)
             node = self.namespace.node(node.parent) if text == ".." else node
@@ -206,6 +215,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getattr(self, inode: InodeT, ctx: RequestContext) -> pyfuse3.EntryAttributes:
+        if self.control is not None and self.control.owns_inode(inode):
+            return self.control.attributes(inode)
         return self.attributes(self.namespace.node(inode))
 
     @handler
@@ -216,6 +227,10 @@ class Operations(pyfuse3.Operations):
     @handler
     async def opendir(self, inode: InodeT, ctx: RequestContext) -> FileHandleT:
         log.debug("opendir(%d)", inode)
+        if self.control is not None and inode == FOLDER_INODE:
+            fh = next(self._handles)
+            self._control_dirs.add(fh)
+            return FileHandleT(fh)
         directory = self.namespace.node(inode)
         children = await self.namespace.list_dir(inode)
         fh = next(self._handles)
@@ -227,6 +242,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if self.control is not None and fh in self._control_dirs:
+            self._readdir_control(start_id, token)
+            return
         entries = self._dirs.get(fh, [])
         for index in range(start_id, len(entries)):
             node = entries[index]
@@ -236,14 +254,30 @@ class Operations(pyfuse3.Operations):
             if index >= len(DOT_NAMES):  # the kernel takes no reference for . and ..
                 self.namespace.remember(node)
 
+    def _readdir_control(self, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        assert self.control is not None
+        root = self.attributes(self.namespace.node(ROOT_INODE))
+        entries = [
+            (DOT_NAMES[0], self.control.attributes(FOLDER_INODE)),
+            (DOT_NAMES[1], root),
+            *((pyfuse3.FileNameT(os.fsencode(name)), attrs) for name, attrs in self.control.listing()),
+        ]
+        for index in range(start_id, len(entries)):
+            name, attributes = entries[index]
+            if not pyfuse3.readdir_reply(token, name, attributes, index + 1):
+                break
+
     @handler
     async def releasedir(self, fh: FileHandleT) -> None:
+        self._control_dirs.discard(fh)
         self.namespace.unpin(self._dirs.pop(fh, []))
 
     # -- files ----------------------------------------------------------------------------
 
     @handler
     async def open(self, inode: InodeT, flags: int, ctx: RequestContext) -> FileInfo:
+        if self.control is not None and self.control.owns_inode(inode):
+            return self.control.open(inode, flags)
         node = self.namespace.node(inode)
         log.debug("open(%d, %s, 0o%o)", inode, node.name, flags)
         if node.is_dir:
@@ -288,6 +322,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+        if self.control is not None and self.control.owns_handle(fh):
+            return self.control.read(fh, off, size)
         handle = self._handle(fh)
         entry = handle.node.entry
         if isinstance(entry, LocalEntry):
@@ -303,6 +339,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
+        if self.control is not None and self.control.owns_handle(fh):
+            return await self.control.write(fh, off, buf)
         handle = self._handle(fh)
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -320,6 +358,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def flush(self, fh: FileHandleT) -> None:
+        if self.control is not None and self.control.owns_handle(fh):
+            await self.control.flush(fh)
+            return
         handle = self._handle(fh)
         if handle.writable:
             await self.writer.flush(handle.node)
@@ -333,6 +374,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def release(self, fh: FileHandleT) -> None:
+        if self.control is not None and self.control.owns_handle(fh):
+            self.control.release(fh)
+            return
         handle = self._files.pop(fh, None)
         if handle is None:
             return
@@ -353,6 +397,8 @@ class Operations(pyfuse3.Operations):
         fh: FileHandleT | None,
         ctx: RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        if self.control is not None and self.control.owns_inode(inode):
+            return self.control.attributes(inode)  # `echo >` truncates: nothing to cut
         node = self.namespace.node(inode)
         if fields.update_size:
             if node.is_dir:
@@ -441,6 +487,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: InodeT, name: pyfuse3.XAttrNameT, ctx: RequestContext) -> bytes:
+        if self.control is not None and self.control.owns_inode(inode):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         text = os.fsdecode(name)
         values = xattrs.values(self.namespace, self.namespace.node(inode))
         if text.startswith(xattrs.PREFIX) and text[len(xattrs.PREFIX) :] in values:
@@ -449,6 +497,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
+        if self.control is not None and self.control.owns_inode(inode):
+            return []
         values = xattrs.values(self.namespace, self.namespace.node(inode))
         return [pyfuse3.XAttrNameT(os.fsencode(xattrs.PREFIX + key)) for key in values]
 

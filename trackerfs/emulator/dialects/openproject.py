@@ -247,7 +247,13 @@ class OpenProjectDialect(Dialect):
             author=ALICE,
             storage_url=self._storage_url if self.state.flavour == REMOTE else None,
             may_add=config.create_attachments and config.attachments_enabled,
+            may_delete=partial(self._may_delete, user),
         )
+
+    def _may_delete(self, user: User, attachment: Attachment) -> bool:
+        """What the config's ``delete_attachments`` (``all``/``own``/``none``) allows ``user``."""
+        rights = self.state.config.delete_attachments
+        return rights == "all" or (rights == "own" and attachment.author == user)
 
     def _storage_url(self, attachment: Attachment) -> str | None:
         """A fresh signed URL on the media origin; none for bytes that may not be served."""
@@ -521,8 +527,7 @@ class OpenProjectDialect(Dialect):
     async def attachment_delete(self, request: Request, call: Call) -> Response:
         """204; 403 ``MissingPermission`` when the config's ``delete_attachments`` denies it."""
         attachment = self._attachment(request.path_params["id"])
-        rights = self.state.config.delete_attachments
-        if not (rights == "all" or (rights == "own" and attachment.author == call.user)):
+        if not self._may_delete(call.user, attachment):
             raise OpenProjectError(403, NO_DELETE)
         self.state.store.delete_attachment(attachment.id)
         return Response(status_code=204)

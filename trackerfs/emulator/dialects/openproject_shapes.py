@@ -146,6 +146,9 @@ class Renderer:
     #: the absolute, signed storage URL of an attachment (remote storage), else None
     storage_url: Callable[[Attachment], str | None] | None = None
     may_add: bool = True
+    #: whether the signed-in user may delete an attachment: its ``delete`` link is there
+    #: only then, as OpenProject renders it (``cache_if: deletable?(current_user)``)
+    may_delete: Callable[[Attachment], bool] = lambda attachment: True
 
     def display_id(self, issue: Issue) -> str:
         """``PROJ-42`` in semantic mode, the numeric id in classic mode."""
@@ -206,6 +209,15 @@ class Renderer:
         content = f"{path}/content"
         remote = self.storage_url(item) if self.storage_url is not None else None
         quarantined = item.state is AttachmentState.QUARANTINED
+        links = {
+            "self": link(path, item.filename),
+            "author": user_link(item.author),
+            "container": link(f"{API}/work_packages/{issue.id}", issue.summary),
+            "staticDownloadLocation": link(content),
+            "downloadLocation": link(remote or content),
+        }
+        if self.may_delete(item):
+            links["delete"] = link(path, method="delete")
         return {
             "_type": "Attachment",
             "id": int(item.id),
@@ -217,14 +229,7 @@ class Renderer:
             "contentType": item.mime_type,
             "digest": {"algorithm": "md5", "hash": item.md5},
             "createdAt": op_time(item.created),
-            "_links": {
-                "self": link(path, item.filename),
-                "author": user_link(item.author),
-                "container": link(f"{API}/work_packages/{issue.id}", issue.summary),
-                "staticDownloadLocation": link(content),
-                "downloadLocation": link(remote or content),
-                "delete": link(path, method="delete"),
-            },
+            "_links": links,
         }
 
     def attachments(self, issue: Issue) -> dict[str, Any]:

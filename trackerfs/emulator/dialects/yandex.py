@@ -8,7 +8,8 @@ Lists page by ``perPage``/``page`` with ``X-Total-Count``, ``X-Total-Pages`` and
 (``filter`` only) past the 10,000 results a paged search reaches.
 
 Switches (``/_emulator/config``): ``edits_disabled`` answers uploads and deletes with 423,
-as Tracker does for an object past its version limit. A 429 without ``Retry-After`` is a
+as Tracker does for an object past its version limit; ``rename_uploads`` stores uploads
+under the name Waldur would (for the shared suite's renamed-upload tests). A 429 without ``Retry-After`` is a
 fault rule with ``"headers": {}``.
 """
 
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from trackerfs.emulator.dialects.base import Dialect, bearer_token
+from trackerfs.emulator.dialects.base import Dialect, bearer_token, stored_file_name
 from trackerfs.emulator.responses import AsciiJSONResponse, discard_body
 from trackerfs.emulator.routing import ANY_TEXT
 from trackerfs.emulator.seed import ALICE, BOB, SEED_EPOCH, png_image
@@ -144,7 +145,7 @@ class YandexDialect(Dialect):
 
     name: ClassVar[str] = "yandex"
     logged_headers: ClassVar[tuple[str, ...]] = ("x-org-id", "x-cloud-org-id")
-    switches: ClassVar[dict[str, bool]] = {"edits_disabled": False}
+    switches: ClassVar[dict[str, bool]] = {"edits_disabled": False, "rename_uploads": False}
     #: how many results a paged search reaches; beyond that a client must scroll
     search_window: ClassVar[int] = 10_000
 
@@ -350,6 +351,10 @@ class YandexDialect(Dialect):
         }
         if issue.aliases:
             body["aliases"] = list(issue.aliases)
+        # Tracker counts an issue's comments in its record (and leaves the count out at 0)
+        comments = len(self.state.store.comments_of(issue.id))
+        if comments:
+            body["commentWithoutExternalMessageCount"] = comments
         if "attachments" in expand:
             body["attachments"] = [self._attachment(call, issue, a) for a in self._attachments_of(issue)]
         return body
@@ -720,6 +725,16 @@ class YandexDialect(Dialect):
         if not attachment.mime_type.startswith("image/"):
             raise YandexError(404, NOT_FOUND)
         return self.serve_attachment(request, attachment)
+
+    def upload_name(self, issue: Issue, requested: str) -> str:
+        """The requested name, or with ``rename_uploads`` the name Waldur would store.
+
+        Tracker keeps the name it is given; the switch lets the shared suite check that a
+        client shows whatever name the tracker answered with.
+        """
+        if not self.switch("rename_uploads"):
+            return requested
+        return stored_file_name(requested, {a.filename for a in self.state.store.attachments.values()})
 
     def _check_edits(self) -> None:
         if self.switch("edits_disabled"):
