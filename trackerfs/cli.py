@@ -45,6 +45,7 @@ DEMO_PROFILES: dict[str, dict[str, object]] = {
     "asana": {"workspace": "Demo workspace"},
     "yandex": {"org_id": "12345"},
     "openproject": {"auth": "basic"},
+    "waldur": {},
 }
 #: What the demo banner calls each tracker.
 DEMO_NAMES = {

@@ -12,7 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from tests.benchmarks import asana, metadata, openproject, random_reads, reread, sequential, upload, yandex
+from tests.benchmarks import (
+    asana,
+    metadata,
+    openproject,
+    random_reads,
+    reread,
+    sequential,
+    upload,
+    waldur,
+    yandex,
+)
 from tests.benchmarks.bench import Bench, open_bench
 from tests.benchmarks.plots import draw
 from tests.benchmarks.report import Section, document, environment, scale_text, source_state
@@ -31,6 +41,7 @@ SECTIONS: dict[str, Callable[[Bench], Section]] = {
     openproject.NAME: openproject.run,
     yandex.NAME: yandex.run,
     asana.NAME: asana.run,
+    waldur.NAME: waldur.run,
 }
 TOOLS = ("nginx", "rclone", "fio", "curl", "unzip", "fusermount3", "cat", "dd", "find")
 RESULTS = REPO_ROOT / "docs" / "benchmarks"

@@ -60,10 +60,15 @@ class Nginx:
 
     `aliases` adds directories under ``/NAME/`` (rclone gets one holding only the files
     under test, so that its listing does not HEAD every blob of the emulator).
+    `max_ranges` 0 makes nginx ignore Range and send whole files, as Waldur's media
+    endpoint does.
     """
 
-    def __init__(self, prefix: Path, root: Path, aliases: dict[str, Path]) -> None:
+    def __init__(
+        self, prefix: Path, root: Path, aliases: dict[str, Path], *, max_ranges: int | None = None
+    ) -> None:
         self.prefix = prefix
+        self.max_ranges = max_ranges
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.access_log = prefix / "access.log"
@@ -79,6 +84,7 @@ class Nginx:
         locations = "".join(
             f"    location /{name}/ {{ alias {path}/; autoindex on; }}\n" for name, path in aliases.items()
         )
+        ranges = f"  max_ranges {self.max_ranges};\n" if self.max_ranges is not None else ""
         return (
             "worker_processes 1;\n"
             f"pid {self.prefix}/nginx.pid;\n"
@@ -90,6 +96,7 @@ class Nginx:
             "  default_type application/octet-stream;\n"
             "  sendfile on;\n"
             "  tcp_nopush on;\n"
+            f"{ranges}"
             f"  client_body_temp_path {self.prefix}/body;\n"
             f"  proxy_temp_path {self.prefix}/proxy;\n"
             "  server {\n"
@@ -170,8 +177,9 @@ class Nginx:
         return Traffic.of(self.since(mark))
 
 
-def start_emulator(data_dir: Path, media_base: str) -> EmulatorProcess:
-    """The Jira emulator with the benchmark's options, its content redirects going to nginx."""
+def start_emulator(data_dir: Path, media_base: str, tracker: str = "jira") -> EmulatorProcess:
+    """The emulator with the benchmark's options, its content going to nginx (Jira: by a
+    redirect; Waldur: as the attachments' `file` URL)."""
     return EmulatorProcess(
         "--seed",
         "empty",
@@ -183,5 +191,5 @@ def start_emulator(data_dir: Path, media_base: str) -> EmulatorProcess:
         str(UPLOAD_LIMIT),
         "--page-size",
         str(PAGE_SIZE),
-        tracker="jira",
+        tracker=tracker,
     )

@@ -39,7 +39,7 @@ def test_content_errors_map_to_errno_and_the_mount_keeps_serving(
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     clean_emulator.fault(
-        path=f"/{item['id']}(/|$)",
+        **case.content_of(item).rule(),
         status=status,
         count=-1,
         headers={"Retry-After": "0"},
@@ -58,9 +58,9 @@ def test_rate_limit_is_retried_after_retry_after(
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     clean_emulator.clear_requests()
-    clean_emulator.fault(path=f"/{item['id']}(/|$)", status=429, count=2, headers={"Retry-After": "0"})
+    clean_emulator.fault(**case.content_of(item).rule(status=429, count=2, headers={"Retry-After": "0"}))
     assert file_sha256(issue_dir / "spec.pdf") == item["sha256"]
-    statuses = [r["status"] for r in clean_emulator.requests() if item["id"] in r["path"]]
+    statuses = [r["status"] for r in clean_emulator.requests() if case.content_of(item).matches(r)]
     # after the two refusals, the content itself, or the redirect to where it always is
     answered = (302, 303, 307) if case.content_always_redirected else (200, 206)
     assert statuses[:2] == [429, 429] and statuses[2] in answered, statuses
@@ -73,7 +73,7 @@ def test_dropped_connections_are_retried(
     item = attachment(clean_emulator, case.rich_issue, case.big_file)
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
-    clean_emulator.fault(path=f"/{item['id']}(/|$)", action=action, count=1)
+    clean_emulator.fault(**case.content_of(item).rule(action=action, count=1))
     assert file_sha256(issue_dir / case.big_file) == item["sha256"]
 
 
@@ -109,7 +109,7 @@ def test_a_tracker_that_does_not_answer_is_etimedout(
     item = attachment(clean_emulator, case.rich_issue, "readme.txt")
     issue_dir = mount.path / case.project / case.rich_issue
     os.listdir(issue_dir)
-    clean_emulator.fault(path=f"/{item['id']}(/|$)", action="delay", delay=3, count=-1)
+    clean_emulator.fault(**case.content_of(item).rule(action="delay", delay=3, count=-1))
     assert read_errno(issue_dir / "readme.txt") == errno.ETIMEDOUT
     clean_emulator.clear_faults()
     assert os.listdir(issue_dir)

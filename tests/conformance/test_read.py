@@ -179,7 +179,7 @@ def test_xattrs_show_metadata(mounted: Path, case: TrackerCase, emulator: Emulat
     } <= names
     assert os.getxattr(path, "user.trackerfs.id").decode() == item["id"]
     assert os.getxattr(path, "user.trackerfs.mime_type") == b"image/png"
-    if case.names_authors:
+    if case.attachment_authors:
         assert os.getxattr(path, "user.trackerfs.author").decode() == item["author"]
     else:
         assert "user.trackerfs.author" not in names

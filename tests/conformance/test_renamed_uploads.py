@@ -45,7 +45,7 @@ def checked_after_upload(emulator: EmulatorProcess, case: TrackerCase) -> bool:
     """Whether an issue was read again after an upload (the check whether it landed)."""
     log = emulator.requests()
     posts = [n for n, entry in enumerate(log) if case.upload.matches(entry)]
-    return bool(posts) and any(case.issue_lookup.matches(entry) for entry in log[posts[0] :])
+    return bool(posts) and any(case.attachments_check.matches(entry) for entry in log[posts[0] :])
 
 
 def test_cp_of_a_name_the_tracker_renames_succeeds_and_the_tracker_keeps_its_name(
@@ -102,7 +102,7 @@ def test_a_crash_after_a_renamed_upload_landed_never_duplicates_it_at_the_next_m
         # The upload is stored but its answer is cut; the mount's check of the tracker is
         # held until the mount is killed, so only the next mount can tell it landed.
         renaming.fault(**case.upload.rule(action="truncate", count=1))
-        renaming.fault(**case.issue_lookup.rule(action="delay", delay=60, count=1))
+        renaming.fault(**case.attachments_check.rule(action="delay", delay=60, count=1))
         copy = subprocess.Popen(["cp", str(source), str(directory)])
         wait_for(lambda: checked_after_upload(renaming, case), "the mount's check after the lost answer")
     finally:

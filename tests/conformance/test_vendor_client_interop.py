@@ -26,6 +26,8 @@ def client(case: TrackerCase, clean_emulator: EmulatorProcess) -> Iterator[Vendo
 def test_client_upload_appears_in_the_mount(
     client: VendorClient, make_mount: Callable[..., Mount], case: TrackerCase
 ) -> None:
+    if case.renames_uploads:
+        pytest.skip("capability renames_uploads: a name with spaces gets one of the tracker's")
     mount = make_mount(metadata_ttl=0)
     payload = os.urandom(300_000)
     added = client.add(case.plain_issue, "from the client.bin", payload)

@@ -326,3 +326,31 @@ async def test_a_wrong_method_is_drfs_405_and_a_wrong_path_its_404(api: httpx.As
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": 'Method "PUT" not allowed.'})
     wrong_path = await api.get("/api/nothing-here/")
     assert (wrong_path.status_code, wrong_path.json()) == (404, {"detail": "Not found."})
+
+
+async def test_users_me_names_the_tokens_owner(api: httpx.AsyncClient, state: EmulatorState) -> None:
+    me = await api.get("/api/users/me/")
+    assert me.status_code == 200
+    body = me.json()
+    assert body["full_name"] == state.token_owner.display_name and re.fullmatch(r"[0-9a-f]{32}", body["uuid"])
+    assert body["url"] == f"{API}/api/users/{body['uuid']}/"
+    refused = await api.get("/api/users/me/", headers={"Authorization": "Token wrong"})
+    assert refused.status_code == 401 and refused.json() == {"detail": "Invalid token."}
+
+
+async def test_rename_uploads_off_keeps_the_name_as_sent(
+    api: httpx.AsyncClient, state: EmulatorState
+) -> None:
+    issue = await issue_by_summary(api, "Printer on fire")
+    state.config.switches["rename_uploads"] = False
+    response = await api.post(
+        "/api/support-attachments/",
+        files=[("issue", (None, issue["url"])), ("file", ("printer.pdf", b"%PDF-1.4\n"))],
+    )
+    assert response.status_code == 201 and response.json()["file_name"] == "printer.pdf"
+    state.config.switches["rename_uploads"] = True
+    renamed = await api.post(
+        "/api/support-attachments/",
+        files=[("issue", (None, issue["url"])), ("file", ("printer.pdf", b"%PDF-1.4\n"))],
+    )
+    assert re.fullmatch(r"printer_[A-Za-z0-9]{7}\.pdf", renamed.json()["file_name"])

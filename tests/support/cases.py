@@ -129,8 +129,6 @@ class TrackerCase:
     #: issue directories are named by keys (`KEY-N`) that change when an issue moves,
     #: the old key answering for the new one; else by ids that never change
     issue_keys: bool = True
-    #: attachment records name who attached them (the author xattr)
-    names_authors: bool = True
     #: the profile key that caps how many issues a listing shows; None: no such cap
     issue_cap_option: str | None = None
     #: the path the tracker redirects a refused sign-in to; None: it never does
@@ -142,6 +140,10 @@ class TrackerCase:
     basic_user: str | None = None
     #: the vendor's own client library, where there is one the emulator speaks to
     vendor_client: OpenVendorClient | None = None
+    #: attachment records name their author (`user.trackerfs.author`)
+    attachment_authors: bool = True
+    #: the tracker stores an empty file (else it refuses one, and the bytes stay local)
+    accepts_empty_files: bool = True
     # -- which directories of the demo seed play which part ----------------------------
     #: what the mount calls the seed's projects and issues, by their keys in the store,
     #: where that is not the key (a tracker without keys names them by their titles)
@@ -170,6 +172,16 @@ class TrackerCase:
         """Whether content always comes through a redirect to another origin (`media_redirect`
         is `{}`: no profile key is needed for it), so never from the tracker's own origin."""
         return self.media_redirect is not None and not self.media_redirect
+
+    def content_of(self, record: Mapping[str, Any]) -> Route:
+        """The content downloads of one attachment record of the store (faults aim here)."""
+        return Route(re.escape(self.content_path(record)) + "$", "GET")
+
+    @property
+    def attachments_check(self) -> Route:
+        """The request that reads one issue's attachments again (what a mount asks to see
+        whether an upload landed): its attachment listing where it has one, else its lookup."""
+        return self.attachment_listing or self.issue_lookup
 
     def refreshes_listing(self, entry: Mapping[str, Any]) -> bool:
         """Whether a request log entry is the mount asking again what a directory holds."""
@@ -420,7 +432,7 @@ def asana_case() -> TrackerCase:
         permission_query=False,
         announces_upload_limit=False,
         issue_keys=False,
-        names_authors=False,
+        attachment_authors=False,
         vendor_client=asana_vendor_client,
         issue_cap_option="max_issues",
         issue_page="/task/{id}",
@@ -628,6 +640,146 @@ def yandex_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
     )
 
 
+# -- Waldur --------------------------------------------------------------------------------
+
+WALDUR_API = "/api"
+
+
+def waldur_api_client(emulator: EmulatorProcess) -> httpx.Client:
+    """Waldur's REST API with DRF's `Token` header."""
+    return httpx.Client(base_url=emulator.base_url, headers={"Authorization": f"Token {emulator.token}"})
+
+
+def waldur_issue_url(client: httpx.Client, issue: str) -> str:
+    """The API hyperlink of the support issue whose key (or uuid, for a blank key) is `issue`."""
+    answer = client.get(f"{WALDUR_API}/support-issues/", params={"key": issue})
+    answer.raise_for_status()
+    found = answer.json() or [client.get(f"{WALDUR_API}/support-issues/{issue}/").raise_for_status().json()]
+    return str(found[0]["url"])
+
+
+def waldur_attach(emulator: EmulatorProcess, issue: str, name: str, data: bytes) -> str:
+    """Upload through `/api/support-attachments/` (multipart `issue` hyperlink + `file`)."""
+    with waldur_api_client(emulator) as client:
+        answer = client.post(
+            f"{WALDUR_API}/support-attachments/",
+            data={"issue": waldur_issue_url(client, issue)},
+            files={"file": (name, data)},
+        )
+    answer.raise_for_status()
+    return str(answer.json()["uuid"])
+
+
+def waldur_upload_check(request: dict[str, Any]) -> None:
+    """Waldur wants multipart `issue` (the issue's hyperlink) and `file`."""
+    assert request["headers"]["content-type"].startswith("multipart/form-data")
+    assert [part["part"] for part in request["upload"]] == ["issue", "file"]
+
+
+def waldur_error(message: str) -> dict[str, Any]:
+    """DRF's error body."""
+    return {"detail": message}
+
+
+class WaldurVendorClient:
+    """The official `waldur-api-client`, as `VendorClient`.
+
+    Its `media_retrieve` parses the body as JSON (its spec says so), so the bytes are read
+    through the client's own authenticated httpx session, with the URL Waldur gives.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def _issue_uuid(self, issue: str) -> Any:
+        from waldur_api_client.api.support_issues import support_issues_list
+
+        [found] = support_issues_list.sync(client=self.client, key=issue)
+        return found.uuid
+
+    def add(self, issue: str, name: str, data: bytes) -> str:
+        """Attach through `support_attachments_create`."""
+        from waldur_api_client.api.support_attachments import support_attachments_create
+        from waldur_api_client.models.attachment_request_multipart import AttachmentRequestMultipart
+        from waldur_api_client.types import File
+
+        url = f"{self.client._base_url}{WALDUR_API}/support-issues/{self._issue_uuid(issue).hex}/"
+        body = AttachmentRequestMultipart(issue=url, file=File(payload=io.BytesIO(data), file_name=name))
+        created = support_attachments_create.sync(client=self.client, body=body)
+        return str(created.uuid.hex)
+
+    def read(self, issue: str, name: str) -> bytes:
+        """The bytes of the attachment Waldur lists as `name` (or as Django stored `name`)."""
+        from waldur_api_client.api.support_attachments import support_attachments_list
+
+        listed = support_attachments_list.sync_all(client=self.client, issue_uuid=self._issue_uuid(issue))
+        stored = re.sub(r"(?u)[^-\w.]", "", name.strip().replace(" ", "_"))
+        [item] = [a for a in listed if a.file_name in (name, stored)]
+        answer = self.client.get_httpx_client().get(str(item.file))
+        answer.raise_for_status()
+        return answer.content
+
+
+@contextmanager
+def waldur_vendor_client(emulator: EmulatorProcess) -> Iterator[VendorClient]:
+    """The official `waldur-api-client` (8.0.x) against an emulator."""
+    from waldur_api_client.client import AuthenticatedClient  # only the interop tests need it
+
+    with AuthenticatedClient(base_url=emulator.base_url, token=emulator.token) as client:
+        yield WaldurVendorClient(client)
+
+
+#: Store project key → the root directory Waldur's project shows as (its name). The second
+#: customer's "Demo project" has no key in the store; its directory carries its uuid
+#: (stable: uuid5 of its serial in the demo seed).
+WALDUR_LISTED = {
+    "DEMO": "Demo project",
+    "OPS": "Operations",
+    "": "Demo project (e47e95adc8525d24a40d08b6e610233a)",
+}
+
+
+def waldur_listed(key: str) -> str | None:
+    """Projects are listed by name; a store key (any case) also opens one as its slug."""
+    return WALDUR_LISTED.get(key, key)
+
+
+def waldur_case() -> TrackerCase:
+    """Waldur's support module: whole-file media, renamed uploads, one name per issue."""
+    return TrackerCase(
+        id="waldur",
+        tracker="waldur",
+        profile={},
+        attach_behind=waldur_attach,
+        upload_check=waldur_upload_check,
+        error_body=waldur_error,
+        api_client=waldur_api_client,
+        emulator_args=("--tracker", "waldur"),
+        upload=Route(rf"^{WALDUR_API}/support-attachments/$", "POST"),
+        delete=Route(rf"^{WALDUR_API}/support-attachments/[^/]+/$", "DELETE"),
+        content=Route(rf"^{WALDUR_API}/media/", "GET"),
+        listing=Route(rf"^{WALDUR_API}/support-issues/$", "GET"),
+        issue_lookup=Route(rf"^{WALDUR_API}/support-issues/[^/]+/$", "GET"),
+        attachment_listing=Route(rf"^{WALDUR_API}/support-attachments/$", "GET"),
+        account_check=Route(f"{WALDUR_API}/users/me/", "GET"),
+        content_path=lambda item: f"{WALDUR_API}/media/{item['blob_name']}/",
+        honours_range=False,
+        renames_uploads=True,
+        duplicate_names_allowed=False,
+        permission_query=False,
+        announces_upload_limit=False,
+        issue_keys=False,
+        issue_cap_option="max_issues",
+        # An issue's url is its API hyperlink, which ends in its uuid, not in its name.
+        issue_page="/",
+        vendor_client=waldur_vendor_client,
+        attachment_authors=False,
+        accepts_empty_files=False,
+        listed_project=waldur_listed,
+        issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
+    )
+
+
 CASES = [
     jira_case(
         "jira-cloud",
@@ -674,4 +826,5 @@ CASES = [
         issues=tuple(f"DEMO-{n}" for n in range(1, 13)),
     ),
     asana_case(),
+    waldur_case(),
 ]

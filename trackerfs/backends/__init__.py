@@ -12,6 +12,7 @@ from trackerfs.backends.asana import AsanaTracker
 from trackerfs.backends.base import Tracker
 from trackerfs.backends.jira import JiraTracker
 from trackerfs.backends.openproject import OpenProjectTracker
+from trackerfs.backends.waldur import WaldurTracker
 from trackerfs.backends.yandex import YandexTracker
 from trackerfs.config import BackendOptions, Profile, ProfileKey, backend_options
 from trackerfs.errors import ConfigError
@@ -34,6 +35,7 @@ REGISTRY: dict[str, Backend] = {
     AsanaTracker.name: AsanaTracker,
     YandexTracker.name: YandexTracker,
     OpenProjectTracker.name: OpenProjectTracker,
+    WaldurTracker.name: WaldurTracker,
 }
 
 

@@ -14,7 +14,8 @@ it. Uploads are renamed as Django's storage does (:func:`stored_name`) and their
 sniffed from the first bytes (:func:`sniff_mime_type`), as Waldur's libmagic does.
 
 Switches (``/_emulator/config``): ``media_hidden`` makes the media endpoint answer 404 to
-every request, as for a token that may not see the files.
+every request, as for a token that may not see the files; ``rename_uploads`` (on, as
+Waldur) off keeps upload names as sent, for tests that need a name unchanged.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ class WaldurDialect(Dialect):
 
     name: ClassVar[str] = "waldur"
     range_support: ClassVar[bool] = False
-    switches: ClassVar[dict[str, bool]] = {"media_hidden": False}
+    #: ``rename_uploads`` is Waldur's own behaviour, on by default; off keeps names as sent
+    switches: ClassVar[dict[str, bool]] = {"media_hidden": False, "rename_uploads": True}
 
     def __init__(self, state: EmulatorState) -> None:
         super().__init__(state)
@@ -314,6 +316,7 @@ class WaldurDialect(Dialect):
     def routes(self) -> list[BaseRoute]:
         """Every route this dialect serves, all under ``/api``."""
         table: list[tuple[str, Handler, list[str]]] = [
+            ("/users/me/", self.current_user, ["GET"]),
             ("/customers/", self.customer_list, ["GET", "HEAD"]),
             ("/customers/{uuid}/", self.customer_get, ["GET"]),
             ("/projects/", self.project_list, ["GET", "HEAD"]),
@@ -551,6 +554,21 @@ class WaldurDialect(Dialect):
             raise DrfError(405, {"detail": f'Method "{request.method}" not allowed.'})
         raise DrfError(404, {"detail": NOT_FOUND})
 
+    async def current_user(self, request: Request, call: Call) -> Response:
+        """The token's owner (``/api/users/me/``), with the fields a client reads."""
+        url, user_uuid = self._user_url(call.user, call)
+        body = {
+            "url": url,
+            "uuid": user_uuid,
+            "username": call.user.email,
+            "full_name": call.user.display_name,
+            "email": call.user.email,
+            "is_staff": False,
+            "is_active": True,
+            "is_support": False,
+        }
+        return AsciiJSONResponse(self._fields(request, body))
+
     async def customer_list(self, request: Request, call: Call) -> Response:
         """Customers (the spaces of the store)."""
         spaces = list(self.state.store.spaces.values())
@@ -728,6 +746,8 @@ class WaldurDialect(Dialect):
 
     def upload_name(self, issue: Issue, requested: str) -> str:
         """Django's stored name: sanitised, suffixed when taken, cut to the column's length."""
+        if not self.switch("rename_uploads"):
+            return requested
         names = {a.filename for a in self.state.store.attachments.values()}
         return stored_name(requested, names.__contains__, self._rng)
 
