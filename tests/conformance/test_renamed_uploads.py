@@ -1,7 +1,8 @@
-"""Uploads the tracker stores under a name of its own (Waldur sanitises and de-duplicates).
+"""Uploads the tracker stores under a name of its own (a Django-style storage sanitises
+and de-duplicates them).
 
-The emulator's `rename_uploads` switch makes a dialect store uploads the way Waldur does
-(spaces to `_`, a suffix when the name is taken), so these run against every tracker
+The emulator's `rename_uploads` switch makes a dialect store uploads the way such a
+storage does (spaces to `_`, a suffix when the name is taken), so these run against every tracker
 whose emulator can rename. The user's `cp` succeeds, and an upload whose answer was lost
 (live, or by a crash) is recognised on the tracker by size, time and bytes, not by name.
 """
@@ -29,7 +30,7 @@ STORED_NAME = "my_report.pdf"
 
 @pytest.fixture
 def renaming(case: TrackerCase, clean_emulator: EmulatorProcess) -> EmulatorProcess:
-    """The emulator with uploads renamed the way Waldur renames them."""
+    """The emulator with uploads renamed the way a Django-style storage renames them."""
     if "rename_uploads" not in clean_emulator.config():
         pytest.skip(f"the {case.id} emulator has no rename_uploads switch")
     clean_emulator.config(rename_uploads=True)
