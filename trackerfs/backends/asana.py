@@ -45,7 +45,7 @@ from trackerfs.backends.http import (
     decode_json,
 )
 from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, records
+from trackerfs.backends.records import expect_dict, expect_list, iso_time, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import (
     BadRequestError,
@@ -361,8 +361,8 @@ class AsanaTracker(Tracker):
             id=gid,
             project_key=project_key,
             summary=name,
-            created=parse_time(item.get("created_at")),
-            updated=parse_time(item.get("modified_at")),
+            created=iso_time(item.get("created_at")),
+            updated=iso_time(item.get("modified_at")),
             web_url=self._web(item.get("permalink_url"), f"/0/0/{gid}"),
             label=name or gid,
         )
@@ -371,7 +371,7 @@ class AsanaTracker(Tracker):
         gid = str(item["gid"])
         name = str(item.get("name") or "")
         host = str(item.get("host") or item.get("resource_subtype") or OWN_HOST)
-        created = parse_time(item.get("created_at"))
+        created = iso_time(item.get("created_at"))
         if host != OWN_HOST:
             link = next(
                 (
@@ -454,17 +454,6 @@ def checked_since(profile: str, value: str) -> str:
             f'profile {profile!r}: completed_since must be "now" or an ISO 8601 date-time, not {value!r}'
         ) from None
     return value
-
-
-def parse_time(value: Any) -> float:
-    """Seconds since the epoch from Asana's `2012-02-22T02:06:58.147Z` (0 when missing)."""
-    if not isinstance(value, str) or not value:
-        return 0.0
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        log.warning("unparseable time %r", value)
-        return 0.0
 
 
 def mime_type_of(name: str) -> str:

@@ -26,7 +26,6 @@ import mimetypes
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -36,7 +35,7 @@ import httpx
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json, describe_generic_error
 from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, records
+from trackerfs.backends.records import expect_dict, expect_list, iso_time, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import BadResponseError, ConfigError, NotFoundError, TooLargeError, TrackerError
 from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
@@ -270,8 +269,8 @@ class OpenProjectTracker(Tracker):
             id=ident,
             project_key=project_key,
             summary=str(item.get("subject") or ""),
-            created=parse_time(item.get("createdAt")),
-            updated=parse_time(item.get("updatedAt")),
+            created=iso_time(item.get("createdAt")),
+            updated=iso_time(item.get("updatedAt")),
             web_url=f"{self.site}/work_packages/{quote(display)}",
             attachments=tuple(self._attachments(attached, display)) if isinstance(attached, dict) else None,
             label=display,
@@ -303,7 +302,7 @@ class OpenProjectTracker(Tracker):
             id=ident,
             filename=str(item.get("fileName") or item.get("title") or ""),
             size=size,
-            created=parse_time(item.get("createdAt")),
+            created=iso_time(item.get("createdAt")),
             mime_type=str(item.get("contentType") or "application/octet-stream"),
             author=str(author.get("title") or "") if isinstance(author, dict) else "",
             author_id=link_id(item, "author"),
@@ -368,17 +367,6 @@ def checksum_of(digest: Any) -> str:
     if algorithm != "md5" or not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", value):
         return ""
     return f"md5:{value.lower()}"
-
-
-def parse_time(value: Any) -> float:
-    """Seconds since the epoch from OpenProject's `2026-01-05T10:00:00.000Z`."""
-    if not isinstance(value, str) or not value:
-        return 0.0
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        log.warning("unparseable time %r", value)
-        return 0.0
 
 
 def authorization(scheme: str, token: str) -> dict[str, str]:

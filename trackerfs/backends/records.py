@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from trackerfs.errors import BadResponseError
@@ -38,3 +39,15 @@ def records(items: Iterable[Any], what: str, required: tuple[str, ...]) -> list[
         else:
             log.warning("skipping a malformed %s record from the tracker", what)
     return kept
+
+
+def iso_time(value: Any) -> float:
+    """Seconds since the epoch from an ISO 8601 time with `Z` or an offset (0 when missing
+    or unreadable: a record's time is for show, never worth refusing the record)."""
+    if not isinstance(value, str) or not value:
+        return 0.0
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        log.warning("unparseable time %r", value)
+        return 0.0

@@ -38,7 +38,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -48,7 +47,7 @@ import trio
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json, describe_generic_error
 from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, records
+from trackerfs.backends.records import expect_dict, expect_list, iso_time, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import (
     BadResponseError,
@@ -427,7 +426,7 @@ class WaldurTracker(Tracker):
             id=ident,
             project_key=project_name or str(item.get("project_uuid") or ""),
             summary=summary,
-            created=parse_time(item.get("created")),
+            created=iso_time(item.get("created")),
             # `modified` is not known to change when an attachment is added: an issue's
             # attachments are never kept past their TTL on its strength.
             updated=0.0,
@@ -456,7 +455,7 @@ class WaldurTracker(Tracker):
             id=raw,
             filename=str(item.get("file_name") or ""),
             size=size,
-            created=parse_time(item.get("created")),
+            created=iso_time(item.get("created")),
             mime_type=str(item.get("mime_type") or "application/octet-stream"),
             web_url=content,
             content_url=content,
@@ -481,17 +480,6 @@ def next_page(response: httpx.Response) -> str | None:
     """The URL of `Link` rel="next", or None on the last page."""
     url = response.links.get("next", {}).get("url")
     return str(url) if url else None
-
-
-def parse_time(value: Any) -> float:
-    """Seconds since the epoch from DRF's ISO 8601 (`2018-01-11T19:41:50.451396Z`)."""
-    if not isinstance(value, str) or not value:
-        return 0.0
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        log.warning("unparseable time %r", value)
-        return 0.0
 
 
 def drf_messages(body: Any) -> list[str]:
