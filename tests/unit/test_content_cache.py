@@ -9,6 +9,8 @@ import os
 import random
 from pathlib import Path
 
+import trio
+
 from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.core.content_cache import ContentCache, Runs, entry_name
 from trackerfs.core.reader import BLOCK_SIZE, Reader, open_reader
@@ -255,3 +257,30 @@ async def test_a_block_still_queued_is_read_from_the_queue_not_from_a_hole(tmp_p
     assert await cache.read(item, 2, 6) == blocks[2:6]
     await cache.drain()
     assert await cache.read(item, 2, 6) == blocks[2:6]
+
+
+async def test_written_blocks_are_served_at_once_and_indexed_only_once_synced(tmp_path: Path) -> None:
+    """Until its data is fsynced no index names a block: a kill before that loses it, never
+    serves a wrong byte; the writer makes it durable once idle, without an unmount."""
+    cache = await opened(tmp_path)
+    item = attachment()
+    first = attachment("a2")
+    await fill(cache, first)  # drained: durable
+    blocks = blocks_of(DATA)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.serve)
+            for index in (0, 1, 2):
+                cache.store(item, index, blocks[index])
+            while cache.statistics().written_bytes < 3 * BLOCK + len(DATA):
+                await trio.sleep(0.01)
+            assert await cache.read(item, 0, 3) == blocks[:3]  # from the data file
+            killed = await opened(tmp_path)  # what a mount after a kill -9 would find
+            assert not any(killed.has(item, index) for index in range(3))
+            assert all(killed.has(first, index) for index in range(len(blocks)))
+            while not files(tmp_path, f"*/{entry_name(item.id)}.json"):
+                await trio.sleep(0.05)  # SYNC_DELAY after the last write
+            nursery.cancel_scope.cancel()
+    synced = await opened(tmp_path)
+    assert await synced.read(item, 0, 3) == blocks[:3]
+    assert not synced.has(item, 3)

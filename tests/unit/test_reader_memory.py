@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.unit.memory_tracker import MemoryTracker
+from trackerfs.core import content_cache
 from trackerfs.core.content_cache import ContentCache
 from trackerfs.core.reader import BLOCK_SIZE, open_reader
 from trackerfs.model import Attachment
@@ -122,3 +124,27 @@ async def test_a_download_cut_short_starts_again_and_never_serves_a_cut_block(tm
             out += await reader.read(state, offset, BLOCK_SIZE)
     assert bytes(out) == data
     assert tracker.ranges() == [(0, item.size), (0, item.size)]
+
+
+async def test_blocks_a_reader_waited_for_reach_the_disk_even_when_it_is_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write-behind queue of two blocks: the disk is behind almost all the time.
+    monkeypatch.setattr(content_cache, "WRITE_BEHIND_BYTES", 2 * BLOCK_SIZE)
+    data = random.Random(15).randbytes(12 * MiB + 3)
+    tracker, item = whole_tracker(data)
+    async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
+        state = reader.open(item)
+        out = bytearray()
+        for offset in range(0, item.size, BLOCK_SIZE):
+            out += await reader.read(state, offset, BLOCK_SIZE)
+    assert bytes(out) == data
+    assert tracker.ranges() == [(0, item.size)]
+    # Skipping a block here would cost a whole download again after the remount.
+    async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
+        state = reader.open(item)
+        again = bytearray()
+        for offset in range(0, item.size, MiB):
+            again += await reader.read(state, offset, MiB)
+    assert bytes(again) == data
+    assert tracker.ranges() == [(0, item.size)]

@@ -12,10 +12,14 @@ The file names are a hash of the attachment id (ids come from servers: untrusted
 - **Write behind.** The reader hands over every block it fetched; a worker thread writes
   them in batches. When the disk falls behind, blocks are skipped rather than queued
   without bound, so a cold read is never slowed to the disk's pace.
-- **Crash-safe.** A batch writes the data, fsyncs it, then replaces the index
-  atomically (temp, fsync, rename). The index never names a block whose bytes are not
-  on disk, so a kill -9 or a power loss mid-fill leaves blocks missing, never wrong. A
-  data file shorter than its index claims is dropped when read.
+- **Crash-safe.** Blocks are written to the data file at once and served from it
+  (the page cache); the index on disk follows later: once the writer has been idle for
+  `SYNC_DELAY` seconds, at most `SYNC_MAX_AGE` seconds after a block was written, and at
+  unmount, the data file is fsynced and then the index replaced atomically (temp,
+  fsync, rename). The index never names a block whose bytes are not on disk, so a kill
+  -9 or a power loss mid-fill leaves blocks missing, never wrong. A data file shorter
+  than its index claims is dropped when read. Syncing late keeps a cold read at the
+  page cache's pace instead of the disk's.
 - **Verified.** An entry whose recorded size differs from the attachment's is dropped.
   Once every block of an attachment with a vendor checksum is present, the file is
   hashed; a mismatch drops the entry, so the next read fetches again.
@@ -29,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -47,6 +52,10 @@ log = logging.getLogger(__name__)
 WRITE_BEHIND_BYTES = 64 << 20
 #: Buffers per pwritev call, well inside every system's IOV_MAX (1024 on Linux).
 MAX_IOVEC = 512
+#: Seconds the writer waits, idle, before it makes what it wrote durable (fsync, index).
+SYNC_DELAY = 2.0
+#: Seconds a written block may wait for its index while writes never pause.
+SYNC_MAX_AGE = 30.0
 #: How often (seconds) a cache hit refreshes an entry's last use on disk.
 TOUCH_INTERVAL = 60.0
 #: Checksum algorithms the cache can verify, as `ALGORITHM:HEX` in `Attachment.checksum`.
@@ -149,6 +158,10 @@ class ContentCache:
         self._room.set()
         self._wakeup = trio.Event()
         self._writing = trio.Lock()
+        #: entries with blocks written but not yet named by their index on disk
+        self._unsynced: dict[str, Entry] = {}
+        #: when the oldest of those blocks was written (trio clock)
+        self._unsynced_since: float | None = None
         #: ids discarded while a batch that holds them was being written
         self._discarded: set[str] = set()
         self._stats = ContentCacheStatistics()
@@ -196,15 +209,71 @@ class ContentCache:
         return found
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write queued blocks to disk until cancelled (run in the mount's nursery)."""
+        """Write queued blocks until cancelled (run in the mount's nursery); sync them later."""
         task_status.started()
         while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            await self.drain()
+            deadline = math.inf
+            if self._unsynced_since is not None:
+                deadline = min(trio.current_time() + SYNC_DELAY, self._unsynced_since + SYNC_MAX_AGE)
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
+            if self._wakeup.is_set():
+                self._wakeup = trio.Event()
+                await self._write_queued()
+            # Idle for SYNC_DELAY, or writing without a pause for SYNC_MAX_AGE.
+            if self._unsynced_since is not None and trio.current_time() >= deadline:
+                await self.sync()
 
     async def drain(self) -> None:
-        """Write every block queued so far (the writer task, unmount, tests)."""
+        """Write every block queued so far and make it durable (unmount, tests)."""
+        await self._write_queued()
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Make the written blocks durable: fsync each data file, then replace its index."""
+        async with self._writing:
+            pending, self._unsynced, self._unsynced_since = self._unsynced, {}, None
+            pending = {ident: entry for ident, entry in pending.items() if self._entries.get(ident) is entry}
+            if not pending:
+                return
+            snapshots = [(entry, entry.blocks) for entry in pending.values()]
+            failed = await trio.to_thread.run_sync(self._sync_files, snapshots)
+            for entry, _ in snapshots:
+                if entry.ident in self._discarded:
+                    self._discarded.discard(entry.ident)
+                    await trio.to_thread.run_sync(_remove, *self._paths(entry.ident))
+                elif entry.ident in failed and self._entries.get(entry.ident) is entry:
+                    log.warning("content cache: cannot store attachment %s: %s", entry.ident, failed[entry.ident])
+                    await self._drop(entry, "the cache disk refused a write")
+
+    def _sync_files(self, snapshots: list[tuple[Entry, Runs]]) -> dict[str, str]:
+        failed = {}
+        for entry, blocks in snapshots:
+            try:
+                self._sync_one(entry, blocks)
+            except OSError as exc:
+                failed[entry.ident] = exc.strerror or str(exc)
+        return failed
+
+    def _sync_one(self, entry: Entry, blocks: Runs) -> None:
+        fd = os.open(self._data_path(entry.ident), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        index_path = self._index_path(entry.ident)
+        temp = index_path.with_suffix(".tmp")
+        body = {"id": entry.ident, "size": entry.size, "checksum": entry.checksum, "blocks": blocks.runs}
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(body).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, index_path)
+
+    async def _write_queued(self) -> None:
+        """Write every block queued so far to the data files (durable only after `sync`)."""
         async with self._writing:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -330,6 +399,9 @@ class ContentCache:
         entry = write.entry
         data_path = self._data_path(entry.ident)
         data_path.parent.mkdir(mode=0o700, exist_ok=True)
+        if write.fresh:
+            # An index of other bytes under this id must not outlive the truncation.
+            self._index_path(entry.ident).unlink(missing_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if write.fresh else 0)
         fd = os.open(data_path, flags, 0o600)
         try:
@@ -337,22 +409,10 @@ class ContentCache:
             # to and from the thread that serves reads.
             for first, run in _runs_of(write.blocks):
                 os.pwritev(fd, run, first * self.block_size)
-            os.fsync(fd)
         finally:
             os.close(fd)
         if write.verify and not _matches(data_path, entry.checksum):
             write.mismatch = True
-            return
-        index_path = self._index_path(entry.ident)
-        temp = index_path.with_suffix(".tmp")
-        body = {"id": entry.ident, "size": entry.size, "checksum": entry.checksum, "blocks": write.after.runs}
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(body).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, index_path)
 
     async def _commit(self, writes: list[_Write]) -> None:
         for write in writes:
@@ -380,6 +440,9 @@ class ContentCache:
                 self._entries.move_to_end(entry.ident)
                 self._bytes += self._entry_bytes(entry) - before
                 self._stats.written_bytes += sum(len(data) for _, data in write.blocks)
+                self._unsynced[entry.ident] = entry
+                if self._unsynced_since is None:
+                    self._unsynced_since = trio.current_time()
         await self._evict(self._bytes - self.budget)
 
     # -- removing -------------------------------------------------------------------------------

@@ -547,14 +547,18 @@ class Reader:
                 download.hand_out(index, data)
                 self._publish(attachment, index, data)
             return
-        if (attachment.id, index) not in self._pending:
-            await content.wait_for_room()
-        # Checked again after the wait: a read may have asked for this block meanwhile.
-        if (attachment.id, index) in self._pending:
+        waited = (attachment.id, index) in self._pending
+        if waited:
             download.hand_out(index, data)
-            self._publish(attachment, index, data)
-        else:
-            content.store(attachment, index, data)
+            self._publish(attachment, index, data, fetched=False)
+        # Never skipped (it would cost a whole download again): the download waits for the
+        # disk instead.
+        await content.wait_for_room()
+        if not waited and (attachment.id, index) in self._pending:
+            # Asked for during the wait.
+            download.hand_out(index, data)
+            self._publish(attachment, index, data, fetched=False)
+        content.store(attachment, index, data)
 
     def _publish(self, attachment: Attachment, index: int, data: bytes, *, fetched: bool = True) -> None:
         key = (attachment.id, index)
