@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cases import TrackerCase
-from tests.support.commands import crash, mount_at
+from tests.support.commands import crash, mount_at, small_disk, status
 from tests.support.emulator import EmulatorProcess
 from tests.support.store import attachment, content_requests, file_sha256
 from tests.support.waiting import wait_for
@@ -70,3 +70,27 @@ def test_rm_removes_the_cached_bytes(
         path.unlink()
         assert not list(cache.glob(f"*/{name}.*"))
     assert all(a["id"] != target["id"] for a in clean_emulator.attachments())
+
+
+def test_a_full_cache_disk_costs_cached_bytes_never_a_read(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    big = attachment(clean_emulator, case.rich_issue, case.big_file)
+    small = attachment(clean_emulator, case.rich_issue, "readme.txt")
+    assert big["size"] > 2 << 20
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        mount = mount_at(tmp_path / "w", case, clean_emulator, cache_dir=str(disk / "cache"))
+        with mount:
+            issue = mount.path / case.project / case.rich_issue
+            for _ in range(2):  # the second read finds what the full disk let the cache keep
+                assert file_sha256(issue / case.big_file) == big["sha256"]
+                assert file_sha256(issue / "readme.txt") == small["sha256"]
+            assert "content cache" in status(mount)  # the daemon answers
+            wait_for(lambda: "budget is now" in mount.log.read_text(), "the full disk to be logged")
+            # The cache shrinks to the disk and goes on keeping what fits: the small file.
+            name = entry_name(small["id"])
+            wait_for(lambda: bool(list((disk / "cache").glob(f"*/{name}.json"))), "the small file to be cached")
+        assert mount.process is not None and mount.process.returncode == 0
+    log = mount.log.read_text()
+    assert "Traceback" not in log
+    assert "No space left on device" in log

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cases import TrackerCase
-from tests.support.commands import crash, mount_at, status
+from tests.support.commands import crash, mount_at, small_disk, status
 from tests.support.emulator import EmulatorProcess
 from tests.support.store import sha256_of, stored, upload_reached, uploads
 from tests.support.waiting import upload_started, wait_for
@@ -167,14 +167,7 @@ def test_sigterm_waits_for_an_upload_in_progress(
 def test_full_spool_disk_gives_enospc_and_uploads_nothing(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True, check=False
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot make a small tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "small", "1m") as small:
         mount = mount_at(tmp_path / "w", case, clean_emulator, spool_dir=str(small / "state"))
         with mount:
             target = mount.path / case.project / case.plain_issue / "huge.bin"
@@ -183,8 +176,6 @@ def test_full_spool_disk_gives_enospc_and_uploads_nothing(
                     handle.write(os.urandom(MiB))
             assert caught.value.errno == errno.ENOSPC
             assert stored(clean_emulator, case.plain_issue, "huge.bin") == []
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_real_file_with_a_temporary_looking_name_is_kept_at_unmount(

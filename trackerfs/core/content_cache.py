@@ -30,6 +30,7 @@ The file names are a hash of the attachment id (ids come from servers: untrusted
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -134,6 +135,8 @@ class _Write:
     #: no index names this attachment yet: whatever its data file holds is stale
     fresh: bool
     error: str | None = None
+    #: the disk (or the quota) was full
+    full: bool = False
     mismatch: bool = False
 
 
@@ -394,6 +397,7 @@ class ContentCache:
                 self._write_one(write)
             except OSError as exc:
                 write.error = exc.strerror or str(exc)
+                write.full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
     def _write_one(self, write: _Write) -> None:
         entry = write.entry
@@ -425,7 +429,10 @@ class ContentCache:
                 # A full or failing cache disk costs cached bytes, never a read.
                 log.warning("content cache: cannot store attachment %s: %s", entry.ident, write.error)
                 await self._drop(entry, "the cache disk refused a write")
-                await self._evict(self._bytes // 2)
+                if write.full:
+                    await self._shrink_to_disk()
+                else:
+                    await self._evict(self._bytes // 2)
             elif write.mismatch:
                 log.warning("content cache: attachment %s does not match its checksum; dropped", entry.ident)
                 await self._drop(entry, "checksum mismatch")
@@ -444,6 +451,25 @@ class ContentCache:
                 if self._unsynced_since is None:
                     self._unsynced_since = trio.current_time()
         await self._evict(self._bytes - self.budget)
+
+    async def _shrink_to_disk(self) -> None:
+        """The disk is full: the budget becomes what the cache holds plus the room left.
+
+        So the cache goes on keeping what fits instead of filling the disk again and again
+        with attachments it can never hold whole.
+        """
+        try:
+            room = await trio.to_thread.run_sync(_free_bytes, self.directory)
+        except OSError:
+            room = 0
+        budget = min(self.budget, self._bytes + room)
+        if budget < self.budget:
+            self.budget = max(budget, 1)  # 0 would mean "turned off" to the status output
+            log.warning(
+                "content cache: the disk of %s is full; its budget is now %d MiB for this mount",
+                self.directory,
+                budget >> 20,
+            )
 
     # -- removing -------------------------------------------------------------------------------
 
@@ -571,6 +597,12 @@ def _read_index(path: Path) -> Entry:
         blocks=Runs(_coalesce(runs)),
         last_used=path.stat().st_mtime,
     )
+
+
+def _free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged writer may still put on the filesystem of `directory`."""
+    found = os.statvfs(directory)
+    return found.f_bavail * found.f_frsize
 
 
 def _remove(*paths: Path) -> None:
