@@ -296,3 +296,53 @@ async def test_a_file_cut_short_by_a_refused_write_is_uploaded_only_once_emptied
     writer.write(local, 0, b"fits")
     await writer.flush(node)
     assert isinstance(node.entry, AttachmentEntry) and tracker.blobs[node.entry.attachment.id] == b"fits"
+
+
+class SlowListingTracker(WritableTracker):
+    """Answers each attachment listing with the state at the time it was asked, later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[trio.Event] = [trio.Event() for _ in range(4)]
+        self.answer: list[trio.Event] = [trio.Event() for _ in range(4)]
+        self.listings = 0
+
+    async def list_attachments(self, issue: Issue) -> list[Attachment]:
+        number, self.listings = self.listings, self.listings + 1
+        then = list(self.issues[issue.key].attachments or ())
+        self.asked[number].set()
+        await self.answer[number].wait()
+        return then
+
+
+async def test_listings_answered_while_deletes_landed_do_not_bring_the_files_back(tmp_path: Path) -> None:
+    tracker = SlowListingTracker()
+    tracker.add("P-1", ("1", "old.txt", b"old"), ("2", "gone.txt", b"gone"), ("3", "also.txt", b"also"))
+    namespace = Namespace(tracker, CacheSettings())
+    writer = Writer(namespace, tracker, Spool(tmp_path / "spool"), tmp_path, Limits())
+    directory = await issue_dir(writer)
+    namespace.flush()
+    listed: list[list[str]] = []
+
+    async def deletes_land_meanwhile() -> None:
+        # Each listing is a snapshot taken before one of the mount's deletes lands (as the
+        # writer's delete of a replaced attachment does, behind the close).
+        for number, ident in ((0, "2"), (1, "3")):
+            await tracker.asked[number].wait()
+            issue = tracker.issues["P-1"]
+            [item] = [item for item in issue.attachments or () if item.id == ident]
+            await tracker.delete(issue, item)
+            namespace.deleted(directory, ident)
+            tracker.answer[number].set()
+        tracker.answer[2].set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(deletes_land_meanwhile)
+            listed.append([node.name for node in await namespace.list_dir(directory.inode)])
+            nursery.cancel_scope.cancel()
+    # The listing shows what the tracker holds once it is answered, deletes included.
+    held = sorted(item.filename for item in tracker.issues["P-1"].attachments or ())
+    assert sorted(listed[0]) == held
+    assert held == ["also.txt", "old.txt"] or held == ["old.txt"]
+    assert await namespace.find(directory, "gone.txt") is None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -54,6 +55,8 @@ KEPT_LISTINGS = 65536
 #: Attachment listings asked of the tracker at once, where each issue costs one (a file
 #: manager opening many issue directories): the rest queue instead of crowding out reads.
 ATTACHMENT_LISTINGS = 8
+#: Uploads and deletes remembered per issue to correct listings answered while they landed.
+JOURNAL_LENGTH = 256
 
 
 class Kind(enum.Enum):
@@ -227,6 +230,9 @@ class Namespace:
         # Counts uploads and deletes made through the mount: a listing that was asked for
         # before one of them may not show it, and must not replace a newer cached one.
         self._changes = 0
+        #: per issue, the latest uploads and deletes through the mount by change number:
+        #: they correct a listing the tracker answered while they were landing
+        self._journal: dict[tuple[str, str], deque[tuple[int, str, Attachment | None]]] = {}
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, ROOT_INODE, "", RootEntry())}
         #: every key ever given an inode: numbers stay stable while nodes come and go
         self._inodes: dict[tuple[str, ...], int] = {}
@@ -510,17 +516,32 @@ class Namespace:
         return await self._file_flights.run(key, lambda: self._fetch_files(entry.project, entry.issue))
 
     async def _fetch_files(self, project: Project, issue: Issue) -> dict[str, Attachment]:
-        for _ in range(2):
-            self._listings += 1
-            changes = self._changes
-            async with self._listing_places:
-                attachments = await self._tracker.list_attachments(issue)
-            if changes == self._changes:
-                break
-            # Something was uploaded or deleted meanwhile: this answer may predate it.
+        self._listings += 1
+        changes = self._changes
+        async with self._listing_places:
+            attachments = await self._tracker.list_attachments(issue)
         if changes == self._changes:
             self._kept[issue_key(project, issue)] = (issue.updated, attachments)
+        else:
+            # Something was uploaded or deleted meanwhile: the answer may predate it.
+            attachments = self._since(issue_key(project, issue), changes, attachments)
         return self._store_files(project, issue, attachments)
+
+    def _since(self, key: tuple[str, str], changes: int, attachments: list[Attachment]) -> list[Attachment]:
+        """A listing asked for at change `changes`, with what the mount did since applied."""
+        items = {item.id: item for item in attachments}
+        for number, ident, uploaded in self._journal.get(key, ()):
+            if number <= changes:
+                continue
+            if uploaded is None:
+                items.pop(ident, None)
+            else:
+                items.setdefault(ident, uploaded)
+        return list(items.values())
+
+    def _note(self, key: tuple[str, str], ident: str, uploaded: Attachment | None) -> None:
+        self._changes += 1
+        self._journal.setdefault(key, deque(maxlen=JOURNAL_LENGTH)).append((self._changes, ident, uploaded))
 
     def _store_files(
         self, project: Project, issue: Issue, attachments: Iterable[Attachment] | None = None
@@ -694,7 +715,7 @@ class Namespace:
         key = issue_key(entry.project, entry.issue)
         self._rekey(node, ("attachment", *key, attachment.id))
         node.entry = AttachmentEntry(entry.project, entry.issue, attachment)
-        self._changes += 1
+        self._note(key, attachment.id, attachment)
         self._kept.pop(key, None)
         files = self._files.get(key)
         if files is not None:
@@ -712,15 +733,16 @@ class Namespace:
 
     def deleted(self, directory: Node, attachment_id: str) -> None:
         """An attachment of `directory` was deleted: drop it from the cached listing."""
-        self._changes += 1
         self._hidden.discard(attachment_id)
         aliases = self._aliases.get(directory.inode, {})
         for name in [name for name, ident in aliases.items() if ident == attachment_id]:
             del aliases[name]
         entry = directory.entry
         if not isinstance(entry, IssueEntry):
+            self._changes += 1
             return
         key = issue_key(entry.project, entry.issue)
+        self._note(key, attachment_id, None)
         self._kept.pop(key, None)
         files = self._files.get(key)
         if files is not None:
