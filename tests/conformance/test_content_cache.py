@@ -89,7 +89,8 @@ def test_a_full_cache_disk_costs_cached_bytes_never_a_read(
             wait_for(lambda: "budget is now" in mount.log.read_text(), "the full disk to be logged")
             # The cache shrinks to the disk and goes on keeping what fits: the small file.
             name = entry_name(small["id"])
-            wait_for(lambda: bool(list((disk / "cache").glob(f"*/{name}.json"))), "the small file to be cached")
+            kept = disk / "cache"
+            wait_for(lambda: bool(list(kept.glob(f"*/{name}.json"))), "the small file to be cached")
         assert mount.process is not None and mount.process.returncode == 0
     log = mount.log.read_text()
     assert "Traceback" not in log

@@ -1,11 +1,11 @@
 """Random sequences of what users do to an issue folder, checked against a model (hypothesis).
 
 A state machine writes, appends, renames (as `mv` does: an attachment's EXDEV becomes a
-copy and a delete), removes and reads files in one issue folder of a real mount, and now and then makes the kernel forget its inodes or the daemon forget its
-listings. A plain dict of name → bytes says what the folder must show. After every step
-the folder's names are the model's; every read returns the model's bytes; at the end of
-each sequence the tracker holds exactly the model: one attachment per name, with its
-bytes, nothing more.
+copy and a delete), removes and reads files in one issue folder of a real mount, and now
+and then makes the kernel forget its inodes or the daemon forget its listings. A plain
+dict of name → bytes says what the folder must show. After every step the folder's names
+are the model's; every read returns the model's bytes; at the end of each sequence the
+tracker holds exactly the model: one attachment per name, with its bytes, nothing more.
 """
 
 from __future__ import annotations

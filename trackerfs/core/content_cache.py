@@ -246,7 +246,8 @@ class ContentCache:
                     self._discarded.discard(entry.ident)
                     await trio.to_thread.run_sync(_remove, *self._paths(entry.ident))
                 elif entry.ident in failed and self._entries.get(entry.ident) is entry:
-                    log.warning("content cache: cannot store attachment %s: %s", entry.ident, failed[entry.ident])
+                    why = failed[entry.ident]
+                    log.warning("content cache: cannot store attachment %s: %s", entry.ident, why)
                     await self._drop(entry, "the cache disk refused a write")
 
     def _sync_files(self, snapshots: list[tuple[Entry, Runs]]) -> dict[str, str]:
