@@ -11,10 +11,19 @@ import trio
 from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.core import content_cache
 from trackerfs.core.content_cache import ContentCache
-from trackerfs.core.reader import BLOCK_SIZE, open_reader
+from trackerfs.core.reader import BLOCK_SIZE, Reader, open_reader
 from trackerfs.model import Attachment
 
 MiB = 1 << 20
+
+
+async def read_through(reader: Reader, item: Attachment, step: int = BLOCK_SIZE) -> bytes:
+    """The whole attachment, read from start to end in reads of `step` bytes, as `cat` does."""
+    state = reader.open(item)
+    out = bytearray()
+    for offset in range(0, item.size, step):
+        out += await reader.read(state, offset, step)
+    return bytes(out)
 
 
 async def test_two_sequential_readers_share_the_budget_and_fetch_each_block_once() -> None:
@@ -77,11 +86,8 @@ async def test_a_read_far_into_a_file_without_range_downloads_it_once(tmp_path: 
     async with open_reader(tracker, content=cache, cache_bytes=4 * MiB) as reader:
         far = 18 * MiB + 5
         assert await reader.read(reader.open(item), far, 4096) == data[far : far + 4096]
-        state = reader.open(item)
-        out = bytearray()
-        for offset in range(0, item.size, BLOCK_SIZE):
-            out += await reader.read(state, offset, BLOCK_SIZE)
-        assert bytes(out) == data
+        out = await read_through(reader, item)
+        assert out == data
     assert tracker.ranges() == [(0, item.size)]  # one download, never a restart from 0
     async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
         state = reader.open(item)
@@ -105,11 +111,8 @@ async def test_without_a_disk_cache_a_sequential_read_still_comes_out_whole() ->
     data = random.Random(13).randbytes(6 * MiB + 1)
     tracker, item = whole_tracker(data)
     async with open_reader(tracker, cache_bytes=2 * MiB) as reader:
-        state = reader.open(item)
-        out = bytearray()
-        for offset in range(0, item.size, 64 << 10):
-            out += await reader.read(state, offset, 64 << 10)
-    assert bytes(out) == data
+        out = await read_through(reader, item, 64 << 10)
+    assert out == data
     assert all(start == 0 for start, _ in tracker.ranges())
 
 
@@ -118,11 +121,8 @@ async def test_a_download_cut_short_starts_again_and_never_serves_a_cut_block(tm
     tracker, item = whole_tracker(data)
     tracker.fail_after, tracker.drops = MiB + 7, 1
     async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
-        state = reader.open(item)
-        out = bytearray()
-        for offset in range(0, item.size, BLOCK_SIZE):
-            out += await reader.read(state, offset, BLOCK_SIZE)
-    assert bytes(out) == data
+        out = await read_through(reader, item)
+    assert out == data
     assert tracker.ranges() == [(0, item.size), (0, item.size)]
 
 
@@ -134,17 +134,11 @@ async def test_blocks_a_reader_waited_for_reach_the_disk_even_when_it_is_behind(
     data = random.Random(15).randbytes(12 * MiB + 3)
     tracker, item = whole_tracker(data)
     async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
-        state = reader.open(item)
-        out = bytearray()
-        for offset in range(0, item.size, BLOCK_SIZE):
-            out += await reader.read(state, offset, BLOCK_SIZE)
-    assert bytes(out) == data
+        out = await read_through(reader, item)
+    assert out == data
     assert tracker.ranges() == [(0, item.size)]
     # Skipping a block here would cost a whole download again after the remount.
     async with open_reader(tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE)) as reader:
-        state = reader.open(item)
-        again = bytearray()
-        for offset in range(0, item.size, MiB):
-            again += await reader.read(state, offset, MiB)
-    assert bytes(again) == data
+        again = await read_through(reader, item, MiB)
+    assert again == data
     assert tracker.ranges() == [(0, item.size)]
