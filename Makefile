@@ -1,7 +1,8 @@
 # trackerfs: set up, run the demo, run the tests.
 #
 #   make demo     apt packages (when missing), a virtualenv, then `trackerfs demo ./tracker`
-#                 (TRACKER=asana|waldur|openproject|yandex picks another tracker's emulator)
+#                 (TRACKER=asana|waldur|openproject|yandex picks another tracker's emulator,
+#                 TRACKER=all mounts every one, each a folder)
 #   make test     the same set-up plus the tools the tests drive, then the whole test suite
 #   make check    ruff and mypy
 #   make bench    the benchmark suite (docs/benchmarks.md); BENCH_ARGS=--quick for a smoke run
@@ -10,7 +11,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MOUNTPOINT ?= ./tracker
-# the emulator dialect of `make demo`: jira, asana, waldur, openproject or yandex
+# the emulator dialect of `make demo`: jira, asana, waldur, openproject, yandex, or all
 TRACKER ?= jira
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -52,7 +53,7 @@ $(VENV)/.installed: pyproject.toml | deps
 venv: deps $(VENV)/.installed
 
 demo: venv
-	$(BIN)/trackerfs demo --tracker $(TRACKER) $(MOUNTPOINT)
+	$(BIN)/trackerfs demo $(if $(filter all,$(TRACKER)),--all,--tracker $(TRACKER)) $(MOUNTPOINT)
 
 test: venv test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -17,18 +17,25 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import trio
 
 from trackerfs import __version__
-from trackerfs.config import Profile, default_config_path, load_profile, profile_from_table
+from trackerfs.config import (
+    Profile,
+    default_config_path,
+    default_state_dir,
+    load_profile,
+    load_profiles,
+    profile_from_table,
+)
 from trackerfs.core.spool import describe_mount, describe_state
 from trackerfs.core.statedir import mount_holder
 from trackerfs.emulator.cli import add_arguments as add_emulator_arguments
 from trackerfs.emulator.cli import run_from_args as run_emulator
-from trackerfs.errors import AuthenticationError, ConfigError, TrackerfsError
-from trackerfs.fuse.mount import Ready, check_mountpoint, run_mount
+from trackerfs.errors import ConfigError, TrackerfsError, explain
+from trackerfs.fuse.mount import Ready, Unusable, check_mountpoint, run_mount, run_mount_all
 from trackerfs.fuse.status import format_snapshot, read_snapshot
 from trackerfs.logsetup import redact, setup_logging
 from trackerfs.profilecheck import check_profile, show_profile
@@ -73,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground (systemd)")
     mount.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
     _add_logging_flags(mount)
-    mount.add_argument("profile", help="profile name in the config file")
+    mount.add_argument(
+        "--all", action="store_true", help="every profile of the config file, each a folder of MOUNTPOINT"
+    )
+    mount.add_argument("profile", nargs="?", help="profile name in the config file (none with --all)")
     mount.add_argument("mountpoint", type=Path, help="an existing, empty directory")
     mount.set_defaults(run=command_mount)
 
     demo = commands.add_parser("demo", help="mount the built-in emulator with sample data")
     demo.add_argument("--tracker", choices=sorted(DEMO_PROFILES), default="jira")
+    demo.add_argument("--all", action="store_true", help="every tracker at once, each a folder of MOUNTPOINT")
     demo.add_argument("--port", type=int, default=0, help="emulator port (default: any free port)")
     _add_logging_flags(demo)
     demo.add_argument("mountpoint", type=Path, help="created if missing")
@@ -135,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe_failure(exc: TrackerfsError) -> str:
     """The one line a user sees for a failure before or while mounting (secrets masked)."""
-    if isinstance(exc, AuthenticationError):
-        return one_line(f"trackerfs: the tracker refused the credentials: {exc}")
-    return one_line(f"trackerfs: {exc}")
+    return one_line(f"trackerfs: {explain(exc)}")
 
 
 def describe_unexpected(exc: BaseException) -> str:
@@ -159,18 +168,46 @@ def setup_logging_for(args: argparse.Namespace, log_file: Path | None) -> None:
 
 
 def command_mount(args: argparse.Namespace) -> int:
-    """`trackerfs mount PROFILE MOUNTPOINT`."""
-    profile = load_profile(args.config or default_config_path(), args.profile)
+    """`trackerfs mount PROFILE MOUNTPOINT` and `trackerfs mount --all MOUNTPOINT`."""
+    config = args.config or default_config_path()
     mountpoint = args.mountpoint.resolve()
+    run: Callable[[Ready | None], None]
+    if args.all:
+        if args.profile is not None:
+            raise ConfigError("mount --all takes only the mount point: every profile is mounted")
+        profiles = every_profile(config)
+        log_file = args.log_file or default_state_dir("").joinpath("mount-all.log")
+
+        def run(ready: Ready | None) -> None:
+            run_mount_all(profiles, mountpoint, ready=ready, debug_fuse=args.debug_fuse)
+
+    else:
+        if args.profile is None:
+            raise ConfigError("mount needs a profile and a mount point (or --all and a mount point)")
+        profile = load_profile(config, args.profile)
+        log_file = args.log_file or profile.state_dir / "trackerfs.log"
+
+        def run(ready: Ready | None) -> None:
+            run_mount(profile, mountpoint, ready=ready, debug_fuse=args.debug_fuse)
+
     if args.foreground:
         setup_logging_for(args, args.log_file)
-        run_mount(profile, mountpoint, debug_fuse=args.debug_fuse)
+        run(None)
         return 0
-    log_file = args.log_file or profile.state_dir / "trackerfs.log"
-    return _run_in_background(
-        lambda ready: run_mount(profile, mountpoint, ready=ready, debug_fuse=args.debug_fuse),
-        lambda: setup_logging_for(args, log_file),
-    )
+    return _run_in_background(run, lambda: setup_logging_for(args, log_file))
+
+
+def every_profile(config: Path) -> list[Profile | Unusable]:
+    """Each profile of a config file; one that does not validate is shown with its reason."""
+    found: list[Profile | Unusable] = []
+    for name, table in load_profiles(config).items():
+        try:
+            if not isinstance(table, dict):
+                raise ConfigError(f"profiles.{name} in {config} is not a table")
+            found.append(profile_from_table(name, table))
+        except ConfigError as exc:
+            found.append(Unusable(name, str(exc)))
+    return found
 
 
 def command_config_check(args: argparse.Namespace) -> int:
@@ -204,8 +241,7 @@ def command_status(args: argparse.Namespace) -> int:
             snapshot = read_snapshot(target)
         except OSError as exc:
             raise ConfigError(f"{target} is not a trackerfs mount that answers ({exc})") from None
-        print("\n".join(format_snapshot(snapshot)))
-        print("\n".join(describe_state_lines(snapshot.get("spool_and_recovery") or [])))
+        print("\n".join(format_status(snapshot)))
         return 0
     profile = load_profile(args.config or default_config_path(), args.profile)
     try:
@@ -224,6 +260,25 @@ def command_status(args: argparse.Namespace) -> int:
             print(f"the mount's status file cannot be read: {exc}")
     print("\n".join(describe_state_lines(lines)))
     return 0
+
+
+def format_status(snapshot: dict[str, Any]) -> list[str]:
+    """A mount's status file as lines: one profile's, or each profile of `mount --all`."""
+    profiles = snapshot.get("profiles")
+    if not isinstance(profiles, dict):
+        return format_snapshot(snapshot) + describe_state_lines(snapshot.get("spool_and_recovery") or [])
+    lines = [
+        f"mounted at {snapshot.get('mountpoint')} by pid {snapshot.get('pid')} since"
+        f" {snapshot.get('mounted_since')}: {len(profiles)} profile(s)"
+    ]
+    for name, one in profiles.items():
+        lines.append("")
+        if one.get("error"):
+            lines.append(f"[{name}] not mounted: {one['error']}")
+            continue
+        lines.append(f"[{name}]")
+        lines += format_snapshot(one) + describe_state_lines(one.get("spool_and_recovery") or [])
+    return lines
 
 
 def describe_state_lines(lines: list[str]) -> list[str]:
@@ -284,56 +339,88 @@ def _detach_stdio() -> None:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    """`trackerfs demo MOUNTPOINT`: the emulator with sample data, mounted in the foreground."""
+    """`trackerfs demo MOUNTPOINT`: the emulator with sample data, mounted in the foreground.
+
+    With --all, one emulator per tracker, each profile a folder of MOUNTPOINT.
+    """
     setup_logging_for(args, None)
     mountpoint = args.mountpoint
+    if args.all and args.port:
+        raise ConfigError("demo --all starts one emulator per tracker, each on a free port: leave out --port")
     prepare_demo_mountpoint(mountpoint)
+    trackers = sorted(DEMO_PROFILES) if args.all else [args.tracker]
     token = secrets.token_urlsafe(24)
-    env = dict(os.environ, **{EMULATOR_TOKEN_ENV: token})
-    emulator = subprocess.Popen(
+    emulators: list[subprocess.Popen[str]] = []
+    try:
+        found: dict[str, dict[str, str]] = {}
+        for tracker in trackers:
+            emulator = start_demo_emulator(tracker, args.port, token)
+            emulators.append(emulator)
+            found[tracker] = _read_emulator_banner(emulator)
+        os.environ[DEMO_TOKEN_ENV] = token
+        with tempfile.TemporaryDirectory(prefix="trackerfs-demo-") as state:
+            if args.all:
+                profiles: list[Profile | Unusable] = [
+                    demo_profile(tracker, tracker, found[tracker]["url"], Path(state) / tracker)
+                    for tracker in trackers
+                ]
+                run_mount_all(
+                    profiles,
+                    mountpoint.resolve(),
+                    ready=lambda: _print_demo_all(found, mountpoint),
+                    debug_fuse=args.debug_fuse,
+                )
+            else:
+                run_mount(
+                    demo_profile("demo", args.tracker, found[args.tracker]["url"], Path(state)),
+                    mountpoint.resolve(),
+                    ready=lambda: _print_demo(found[args.tracker], mountpoint, args.tracker),
+                    debug_fuse=args.debug_fuse,
+                )
+    finally:
+        for emulator in emulators:
+            emulator.terminate()
+        for emulator in emulators:
+            try:
+                emulator.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                emulator.kill()
+    return 0
+
+
+def start_demo_emulator(tracker: str, port: int, token: str) -> subprocess.Popen[str]:
+    """The emulator of one tracker with the demo's sample data (the token in its environment)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "trackerfs.emulator",
             "--tracker",
-            args.tracker,
+            tracker,
             "--port",
-            str(args.port),
+            str(port),
             "--seed",
             "demo",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        env=env,
+        env=dict(os.environ, **{EMULATOR_TOKEN_ENV: token}),
         text=True,
         start_new_session=True,  # Ctrl-C reaches the mount first; the emulator stops after
     )
-    try:
-        found = _read_emulator_banner(emulator)
-        os.environ[DEMO_TOKEN_ENV] = token
-        with tempfile.TemporaryDirectory(prefix="trackerfs-demo-") as state:
-            table: dict[str, object] = {
-                "tracker": args.tracker,
-                "url": found["url"],
-                "token_env": DEMO_TOKEN_ENV,
-                "spool_dir": state,
-                **DEMO_PROFILES[args.tracker],
-            }
-            profile: Profile = profile_from_table("demo", table)
-            run_mount(
-                profile,
-                mountpoint.resolve(),
-                ready=lambda: _print_demo(found, mountpoint, args.tracker),
-                debug_fuse=args.debug_fuse,
-            )
-    finally:
-        emulator.terminate()
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
-    return 0
+
+
+def demo_profile(name: str, tracker: str, url: str, state: Path) -> Profile:
+    """The demo's profile of one tracker, its state in `state`."""
+    table: dict[str, object] = {
+        "tracker": tracker,
+        "url": url,
+        "token_env": DEMO_TOKEN_ENV,
+        "spool_dir": str(state),
+        **DEMO_PROFILES[tracker],
+    }
+    return profile_from_table(name, table)
 
 
 def prepare_demo_mountpoint(mountpoint: Path) -> None:
@@ -411,6 +498,28 @@ Try, in another terminal:
   sha256sum $(find {where} -type f | head -5)
   getfattr -d "$(find {where} -type f | head -1)"
   trackerfs status {where}
+
+Press Ctrl-C to unmount and stop.""",
+        flush=True,
+    )
+
+
+def _print_demo_all(found: dict[str, dict[str, str]], mountpoint: Path) -> None:
+    where = mountpoint
+    folders = "\n".join(
+        f"  {where / tracker}   {DEMO_NAMES.get(tracker, tracker)} emulator at {addresses['url']}"
+        for tracker, addresses in found.items()
+    )
+    print(
+        f"""
+trackerfs demo: every built-in emulator is mounted at {where}, one folder per tracker
+
+{folders}
+
+Try, in another terminal:
+  ls {where}/*                    # each tracker's projects
+  find {where} -type f | head     # attachments of every tracker
+  trackerfs status {where}         # every profile's state
 
 Press Ctrl-C to unmount and stop.""",
         flush=True,

@@ -146,3 +146,10 @@ class SpoolFullError(TrackerError):
     """The spool disk refused bytes; the file is incomplete and will not be uploaded."""
 
     errno = _errno.ENOSPC
+
+
+def explain(exc: TrackerfsError) -> str:
+    """What a failure to mount says to a user: a refused sign-in says so first."""
+    if isinstance(exc, AuthenticationError):
+        return f"the tracker refused the credentials: {exc}"
+    return str(exc)

@@ -25,7 +25,14 @@ def toml_value(value: Any) -> str:
 
 def write_config(path: Path, profile: str, table: dict[str, Any]) -> Path:
     """Write a one-profile config file, private to its owner."""
-    lines = [f"[profiles.{profile}]"] + [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    return write_profiles(path, {profile: table})
+
+
+def write_profiles(path: Path, profiles: dict[str, dict[str, Any]]) -> Path:
+    """Write a config file of several profiles, private to its owner."""
+    lines = []
+    for profile, table in profiles.items():
+        lines += [f"[profiles.{profile}]"] + [f"{key} = {toml_value(value)}" for key, value in table.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path

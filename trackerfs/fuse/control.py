@@ -7,7 +7,8 @@ The folder is in no listing of the root (so `find`, `rsync` and indexers never w
 but answers a lookup by name, like any dot-folder a user knows to ask for. It needs no
 network port: `trackerfs status MOUNTPOINT` reads the file, and only the mount's owner
 can (the mount is private to its user). Its inode numbers are the top of the range, which
-the namespace, counting up from the root, never reaches.
+the namespace, counting up from the root, never reaches (below 2**40, so that `mount --all`
+can move a profile's numbers into a range of their own).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ log = logging.getLogger(__name__)
 FOLDER = ".trackerfs"
 STATUS = "status.json"
 CONTROL = "control"
-FOLDER_INODE = (1 << 63) - 3
-STATUS_INODE = (1 << 63) - 2
-CONTROL_INODE = (1 << 63) - 1
+FOLDER_INODE = (1 << 40) - 3
+STATUS_INODE = (1 << 40) - 2
+CONTROL_INODE = (1 << 40) - 1
 #: file handles of the control files: apart from the operations' own, which count from 1
-HANDLE_BASE = 1 << 62
+HANDLE_BASE = 1 << 40
 #: a command file longer than this is not a command
 MAX_COMMAND_BYTES = 4096
 

@@ -9,14 +9,15 @@ profile, one spool, one mount.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import faulthandler
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 import pyfuse3
@@ -31,10 +32,11 @@ from trackerfs.core.reader import BLOCK_SIZE, open_reader
 from trackerfs.core.spool import Spool, SpoolFile
 from trackerfs.core.statedir import clear_status, hold_profile_lock, prepare_state_dir, write_status
 from trackerfs.core.writer import Writer
-from trackerfs.errors import ConfigError, TrackerError
+from trackerfs.errors import ConfigError, TrackerError, TrackerfsError, explain
 from trackerfs.fuse.control import ControlFiles
 from trackerfs.fuse.operations import Operations
 from trackerfs.fuse.status import MountStatus, RecentProblems
+from trackerfs.fuse.union import Folder, ProfileFolders, check_folder_name
 from trackerfs.model import Limits
 
 log = logging.getLogger(__name__)
@@ -72,15 +74,34 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise ConfigError("/dev/fuse is not available (install fuse3 and check permissions)")
 
 
-def fuse_options(profile: Profile, *, debug: bool = False) -> set[str]:
-    """libfuse mount options for a profile."""
+def fuse_options(name: str, *, debug: bool = False) -> set[str]:
+    """libfuse mount options for a profile (`all`: every profile in one mount)."""
     options = set(pyfuse3.default_options)
-    options.add(f"fsname=trackerfs:{profile.name}")
+    options.add(f"fsname=trackerfs:{name}")
     options.add("subtype=trackerfs")
     options.add("noatime")
     if debug:
         options.add("debug")
     return options
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unusable:
+    """A profile `mount --all` shows as an empty folder: its table is wrong."""
+
+    name: str
+    reason: str
+
+
+@dataclasses.dataclass(slots=True)
+class MountedProfile:
+    """One profile's running stack: what the FUSE layer serves and what unmounting settles."""
+
+    profile: Profile
+    operations: Operations
+    writer: Writer
+    pending: list[SpoolFile]
+    status: MountStatus
 
 
 async def serve_mount(
@@ -97,47 +118,108 @@ async def serve_mount(
     the background of the live mount.
     """
     check_mountpoint(mountpoint)
-    prepare_state_dir(profile.state_dir)
     problems = RecentProblems()
-    with hold_profile_lock(profile.state_dir, profile.name, mountpoint), _logged_to(problems):
-        spool = open_spool(profile.state_dir)
-        async with open_tracker(profile) as tracker:
-            account = await tracker.check_account()
-            log.info("signed in to %s as %s", profile.url, account.name or account.id or "unknown")
-            content = ContentCache(profile.content_dir, profile.cache.content_cache_bytes, BLOCK_SIZE)
-            async with open_reader(
-                tracker,
-                content=content,
-                cache_bytes=profile.cache.block_cache_bytes,
-                max_window=profile.cache.readahead_max_bytes,
-            ) as reader:
-                writer = Writer(
-                    Namespace(tracker, profile.cache),
-                    tracker,
-                    spool,
-                    profile.state_dir,
-                    await _limits(tracker),
-                    content=content,
-                )
-                pending = writer.prepare_recovery()
-                status = MountStatus(profile, mountpoint, account, reader, writer, content, problems)
-                control = ControlFiles(
-                    status.snapshot,
-                    status.commands(),
-                    uid=os.getuid(),
-                    gid=os.getgid(),
-                )
-                operations = Operations(
-                    writer.namespace,
-                    reader,
-                    writer,
-                    profile.cache,
-                    state_dir=profile.state_dir,
-                    control=control,
-                )
-                await _serve(
-                    profile, mountpoint, writer, operations, pending, ready=ready, debug_fuse=debug_fuse
-                )
+    with _logged_to(problems):
+        async with AsyncExitStack() as stack:
+            mounted = await open_profile(stack, profile, mountpoint, problems)
+            await _serve(
+                profile.name,
+                mountpoint,
+                [mounted],
+                mounted.operations,
+                readahead_kb=profile.cache.kernel_readahead_kb,
+                ready=ready,
+                debug_fuse=debug_fuse,
+            )
+
+
+async def serve_all(
+    profiles: Sequence[Profile | Unusable],
+    mountpoint: Path,
+    *,
+    ready: Ready | None = None,
+    debug_fuse: bool = False,
+) -> None:
+    """Mount every profile at `mountpoint/NAME`, each with its own stack, in one FUSE mount.
+
+    A profile that cannot sign in (or whose table is wrong, or whose lock another mount
+    holds) is an empty folder with the reason in the status file, not a failed mount;
+    only a mount where no profile signed in fails, with every reason.
+    """
+    check_mountpoint(mountpoint)
+    for entry in profiles:
+        check_folder_name(entry.name)
+    problems = RecentProblems()
+    with _logged_to(problems):
+        async with AsyncExitStack() as stack:
+            folders: list[Folder] = []
+            mounted: list[MountedProfile] = []
+            for entry in profiles:
+                if isinstance(entry, Unusable):
+                    log.error("profile %s is not mounted: %s", entry.name, entry.reason)
+                    folders.append(Folder(entry.name, reason=entry.reason))
+                    continue
+                own = AsyncExitStack()
+                await stack.enter_async_context(own)
+                try:
+                    opened = await open_profile(own, entry, mountpoint / entry.name, problems)
+                except (TrackerfsError, OSError) as exc:
+                    await own.aclose()
+                    reason = explain(exc) if isinstance(exc, TrackerfsError) else str(exc)
+                    log.error("profile %s is not mounted: %s", entry.name, reason)
+                    folders.append(Folder(entry.name, reason=reason))
+                    continue
+                mounted.append(opened)
+                folders.append(Folder(entry.name, opened.operations, opened.status))
+            if not mounted:
+                reasons = "; ".join(f"{folder.name}: {folder.reason}" for folder in folders)
+                raise TrackerError(f"no profile could be mounted ({reasons})")
+            union = ProfileFolders(folders, mountpoint, uid=os.getuid(), gid=os.getgid())
+            await _serve(
+                "all",
+                mountpoint,
+                mounted,
+                union,
+                readahead_kb=max(one.profile.cache.kernel_readahead_kb for one in mounted),
+                ready=ready,
+                debug_fuse=debug_fuse,
+            )
+
+
+async def open_profile(
+    stack: AsyncExitStack, profile: Profile, mountpoint: Path, problems: RecentProblems
+) -> MountedProfile:
+    """Sign in and build a profile's stack inside `stack` (closed in reverse at unmount)."""
+    prepare_state_dir(profile.state_dir)
+    stack.enter_context(hold_profile_lock(profile.state_dir, profile.name, mountpoint))
+    spool = open_spool(profile.state_dir)
+    tracker = await stack.enter_async_context(open_tracker(profile))
+    account = await tracker.check_account()
+    log.info("signed in to %s as %s", profile.url, account.name or account.id or "unknown")
+    content = ContentCache(profile.content_dir, profile.cache.content_cache_bytes, BLOCK_SIZE)
+    reader = await stack.enter_async_context(
+        open_reader(
+            tracker,
+            content=content,
+            cache_bytes=profile.cache.block_cache_bytes,
+            max_window=profile.cache.readahead_max_bytes,
+        )
+    )
+    writer = Writer(
+        Namespace(tracker, profile.cache),
+        tracker,
+        spool,
+        profile.state_dir,
+        await _limits(tracker),
+        content=content,
+    )
+    pending = writer.prepare_recovery()
+    status = MountStatus(profile, mountpoint, account, reader, writer, content, problems)
+    control = ControlFiles(status.snapshot, status.commands(), uid=os.getuid(), gid=os.getgid())
+    operations = Operations(
+        writer.namespace, reader, writer, profile.cache, state_dir=profile.state_dir, control=control
+    )
+    return MountedProfile(profile, operations, writer, pending, status)
 
 
 @contextmanager
@@ -169,42 +251,53 @@ def open_spool(state_dir: Path) -> Spool:
 
 
 async def _serve(
-    profile: Profile,
+    name: str,
     mountpoint: Path,
-    writer: Writer,
-    operations: Operations,
-    pending: list[SpoolFile],
+    mounted: Sequence[MountedProfile],
+    operations: pyfuse3.Operations,
     *,
+    readahead_kb: int,
     ready: Ready | None,
     debug_fuse: bool,
 ) -> None:
     try:
-        pyfuse3.init(operations, str(mountpoint), fuse_options(profile, debug=debug_fuse))
+        pyfuse3.init(operations, str(mountpoint), fuse_options(name, debug=debug_fuse))
     except RuntimeError as exc:
         raise ConfigError(f"cannot mount {mountpoint}: {exc}") from None
-    tune_kernel_readahead(mountpoint, profile.cache.kernel_readahead_kb)
+    tune_kernel_readahead(mountpoint, readahead_kb)
+    writers = [one.writer for one in mounted]
     clean = False
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, writer)
-            if pending:
-                nursery.start_soon(writer.recover, pending, RecoveryReport(profile.state_dir))
-            log.info("mounted %s (%s) at %s", profile.name, profile.tracker, mountpoint)
+            nursery.start_soon(_watch_signals, writers)
+            for one in mounted:
+                if one.pending:
+                    nursery.start_soon(one.writer.recover, one.pending, RecoveryReport(one.profile.state_dir))
+            trackers = ", ".join(f"{one.profile.name} ({one.profile.tracker})" for one in mounted)
+            log.info("mounted %s at %s", trackers, mountpoint)
             notify_systemd("READY=1")
             if ready is not None:
                 ready()
             await pyfuse3.main()
             clean = True
             # Unmounted: the upload in hand finishes, the rest waits for the next mount.
-            writer.stop_recovery()
-            await writer.wait_idle()
+            await _settle(writers)
             nursery.cancel_scope.cancel()
     finally:
         notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
-        writer.close()
-        clear_status(profile.state_dir)
+        for one in mounted:
+            one.writer.close()
+            clear_status(one.profile.state_dir)
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
+
+
+async def _settle(writers: Sequence[Writer]) -> None:
+    """Stop recovering and wait for the uploads in hand of every profile."""
+    for writer in writers:
+        writer.stop_recovery()
+    for writer in writers:
+        await writer.wait_idle()
 
 
 class RecoveryReport:
@@ -227,12 +320,11 @@ class RecoveryReport:
             log.warning("cannot update %s: %s", self.state_dir, exc)
 
 
-async def _watch_signals(writer: Writer) -> None:
+async def _watch_signals(writers: Sequence[Writer]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("received %s: unmounting once uploads in progress finish", signal.Signals(signum).name)
-            writer.stop_recovery()
-            await writer.wait_idle()
+            await _settle(writers)
             pyfuse3.terminate()
             return
 
@@ -243,6 +335,18 @@ def run_mount(
     """Blocking form of `serve_mount`."""
     faulthandler.enable()
     trio.run(lambda: serve_mount(profile, mountpoint, ready=ready, debug_fuse=debug_fuse))
+
+
+def run_mount_all(
+    profiles: Sequence[Profile | Unusable],
+    mountpoint: Path,
+    *,
+    ready: Ready | None = None,
+    debug_fuse: bool = False,
+) -> None:
+    """Blocking form of `serve_all`."""
+    faulthandler.enable()
+    trio.run(lambda: serve_all(profiles, mountpoint, ready=ready, debug_fuse=debug_fuse))
 
 
 def tune_kernel_readahead(mountpoint: Path, kilobytes: int) -> None:

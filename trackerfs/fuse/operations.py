@@ -56,7 +56,7 @@ READ_ONLY_MODE = stat.S_IFREG | 0o444
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Ops = TypeVar("Ops", bound="Operations")
+Ops = TypeVar("Ops", bound=pyfuse3.Operations)
 
 
 def handler(
@@ -149,6 +149,10 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, list[Node]] = {}
         self._control_dirs: set[int] = set()
+        #: how a directory entry reaches the kernel (`mount --all` renumbers it on the way)
+        self.reply: Callable[[pyfuse3.ReaddirToken, bytes, pyfuse3.EntryAttributes, int], bool] = (
+            pyfuse3.readdir_reply
+        )
 
     # -- attributes -------------------------------------------------------------------
 
@@ -249,7 +253,7 @@ class Operations(pyfuse3.Operations):
         for index in range(start_id, len(entries)):
             node = entries[index]
             name = DOT_NAMES[index] if index < len(DOT_NAMES) else os.fsencode(node.name)
-            if not pyfuse3.readdir_reply(token, name, self.attributes(node), index + 1):
+            if not self.reply(token, name, self.attributes(node), index + 1):
                 break
             if index >= len(DOT_NAMES):  # the kernel takes no reference for . and ..
                 self.namespace.remember(node)
@@ -264,7 +268,7 @@ class Operations(pyfuse3.Operations):
         ]
         for index in range(start_id, len(entries)):
             name, attributes = entries[index]
-            if not pyfuse3.readdir_reply(token, name, attributes, index + 1):
+            if not self.reply(token, name, attributes, index + 1):
                 break
 
     @handler
