@@ -51,6 +51,29 @@ def test_content_errors_map_to_errno_and_the_mount_keeps_serving(
     assert "Traceback" not in fresh.log_text()
 
 
+@pytest.mark.parametrize(
+    ("location", "said"),
+    [("{path}", "too many redirects"), ("ftp://127.0.0.1/{name}", "redirected to a ftp: URL")],
+    ids=["loop", "ftp"],
+)
+def test_a_content_redirect_loop_or_to_another_scheme_is_eio_and_the_mount_keeps_serving(
+    fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess, location: str, said: str
+) -> None:
+    item = attachment(clean_emulator, case.rich_issue, "readme.txt")
+    issue_dir = fresh.path / case.project / case.rich_issue
+    os.listdir(issue_dir)
+    target = location.format(path=case.content_path(item), name=item["filename"])
+    clean_emulator.fault(**case.content_of(item).rule(), status=302, count=-1, headers={"Location": target}, body="")
+    assert read_errno(issue_dir / "readme.txt") == errno.EIO
+    assert said in fresh.log_text()
+    # Not retried: a redirect that goes nowhere is not a passing failure.
+    asked = [r for r in clean_emulator.requests() if case.content_of(item).matches(r)]
+    assert len(asked) <= 2 * 6, len(asked)
+    clean_emulator.clear_faults()
+    assert sha256_of((issue_dir / "readme.txt").read_bytes()) == item["sha256"]
+    assert "Traceback" not in fresh.log_text()
+
+
 def test_rate_limit_is_retried_after_retry_after(
     fresh: Mount, case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:

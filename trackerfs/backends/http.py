@@ -984,6 +984,12 @@ class HttpClient:
                 raise BadResponseError(f"{call.where}: redirect without Location")
             url = request.url.join(location)
             params = None
+            if url.scheme not in ("http", "https"):
+                # httpx would call it a transport failure and the policy would retry it.
+                raise BadResponseError(
+                    f"{call.where}: the tracker redirected to a {url.scheme or 'relative'}: URL, not http(s)",
+                    status=response.status_code,
+                )
             refusal = self._classified(response, self._message(response, response.reason_phrase), url)
             if refusal is not None:
                 raise refusal
