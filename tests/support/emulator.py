@@ -177,6 +177,11 @@ class EmulatorProcess:
         result: list[dict[str, Any]] = self._json("POST", "/faults", rule)
         return result
 
+    def faults(self) -> list[dict[str, Any]]:
+        """The active fault rules, each with how many faults it injected so far."""
+        result: list[dict[str, Any]] = self._json("GET", "/faults")
+        return result
+
     def clear_faults(self) -> None:
         """Remove every fault rule."""
         self._json("DELETE", "/faults")

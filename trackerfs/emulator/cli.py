@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from trackerfs.emulator.dialects import DIALECTS
+from trackerfs.emulator.faults import parse_plan
 from trackerfs.emulator.options import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_UPLOAD_LIMIT,
@@ -62,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir", type=Path, help="keep blobs in DIR/blobs (default: a temporary directory)"
     )
     parser.add_argument(
+        "--faults",
+        type=Path,
+        metavar="FILE",
+        help="a fault plan in force from the start: a JSON list of rules as POST /_emulator/faults takes",
+    )
+    parser.add_argument(
         "--media-base",
         metavar="URL",
         help="send content redirects to URL/BLOB_NAME (e.g. nginx serving DATA_DIR/blobs)",
@@ -89,7 +98,20 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         upload_limit=args.upload_limit,
         data_dir=args.data_dir,
         media_base=args.media_base,
+        faults=read_plan(args.faults),
     )
+
+
+def read_plan(path: Path | None) -> tuple[Any, ...]:
+    """The rules of a `--faults` file, checked; EmulatorStartError for one that is not a plan."""
+    if path is None:
+        return ()
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        parse_plan(plan)
+    except (OSError, ValueError) as exc:
+        raise EmulatorStartError(f"--faults {path}: {exc}") from None
+    return tuple(plan)
 
 
 async def _run(options: EmulatorOptions) -> None:

@@ -2,7 +2,9 @@
 
 A rule matches on origin, method and a regular expression searched in the path; the first
 ``count`` matching requests (``-1``: all of them) get the fault instead of the normal
-answer. Actions: ``respond`` (a canned status, headers and body), ``drop`` (close the
+answer, or, with a ``rate`` below 1, that share of them (drawn from a generator seeded
+by ``seed``, so a plan replays the same way). A rule counts the faults it injected.
+Actions: ``respond`` (a canned status, headers and body), ``drop`` (close the
 connection without any response), ``truncate`` (the real response, cut midway through
 its body after the full ``Content-Length`` was announced) and ``delay`` (the real
 response, after ``delay`` seconds).
@@ -10,6 +12,7 @@ response, after ``delay`` seconds).
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +40,13 @@ class FaultRule:
     remaining: int = 1
     action: Action = "respond"
     delay: float = 0.0
+    #: the share of matching requests that get the fault
+    rate: float = 1.0
+    #: what the rule is called in the list of rules (a soak counts faults by kind)
+    name: str | None = None
+    #: how many requests got the fault so far
+    injected: int = 0
+    draw: random.Random = field(default_factory=random.Random)
 
     def matches(self, origin: str, method: str, path: str) -> bool:
         """Whether this rule applies to a request."""
@@ -59,6 +69,9 @@ class FaultRule:
             "count": self.remaining,
             "action": self.action,
             "delay": self.delay,
+            "rate": self.rate,
+            "name": self.name,
+            "injected": self.injected,
         }
 
 
@@ -85,6 +98,15 @@ def parse_fault(spec: Any) -> FaultRule:
         raise FaultSpecError("count must be a positive integer or -1")
     if not isinstance(delay, int | float) or delay < 0:
         raise FaultSpecError("delay must be a non-negative number of seconds")
+    rate = spec.get("rate", 1.0)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+        raise FaultSpecError("rate must be a number above 0 and at most 1")
+    seed = spec.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise FaultSpecError("seed must be an integer")
+    name = spec.get("name")
+    if name is not None and not isinstance(name, str):
+        raise FaultSpecError("name must be a string")
     headers = spec.get("headers")
     if headers is None:
         # A rate limit without Retry-After is rare; give one unless the test set headers.
@@ -102,7 +124,17 @@ def parse_fault(spec: Any) -> FaultRule:
         remaining=count,
         action=action,
         delay=float(delay),
+        rate=float(rate),
+        name=name,
+        draw=random.Random(seed),
     )
+
+
+def parse_plan(spec: Any) -> list[FaultRule]:
+    """The rules of a fault plan: a JSON list of rules, as `--faults FILE` holds."""
+    if not isinstance(spec, list):
+        raise FaultSpecError("a fault plan is a JSON list of rules")
+    return [parse_fault(rule) for rule in spec]
 
 
 class Faults:
@@ -115,6 +147,11 @@ class Faults:
         """Append a rule."""
         self._rules.append(rule)
 
+    def load(self, plan: Any) -> None:
+        """Append the rules of a fault plan (a JSON list; empty: none)."""
+        for rule in parse_plan(list(plan)):
+            self.add(rule)
+
     def clear(self) -> None:
         """Remove every rule."""
         self._rules.clear()
@@ -123,8 +160,11 @@ class Faults:
         """The first matching rule, with one use consumed; ``None`` when none matches."""
         for rule in self._rules:
             if rule.matches(origin, method, path):
+                if rule.rate < 1 and rule.draw.random() >= rule.rate:
+                    continue
                 if rule.remaining != FOREVER:
                     rule.remaining -= 1
+                rule.injected += 1
                 return rule
         return None
 

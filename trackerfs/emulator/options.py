@@ -6,6 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TOKEN_ENV = "TRACKERFS_EMULATOR_TOKEN"
 DEFAULT_PAGE_SIZE = 50
@@ -42,3 +43,5 @@ class EmulatorOptions:
     upload_limit: int = DEFAULT_UPLOAD_LIMIT
     data_dir: Path | None = None
     media_base: str | None = None
+    #: the fault plan in force from the start (and after a reset): JSON rules
+    faults: tuple[Any, ...] = ()

@@ -144,6 +144,7 @@ class EmulatorState:
         self.config = self._initial_config()
         self.log = RequestLog()
         self.faults = Faults()
+        self.faults.load(options.faults)
         self.signer = MediaSigner()
         self.upload_dir = data_dir / "uploads"
         self.upload_dir.mkdir(parents=True, exist_ok=True)
@@ -159,11 +160,12 @@ class EmulatorState:
         return f"{self.media_url}/file/{blob_name}/binary?token={token}&client=emulator"
 
     def reset(self) -> None:
-        """Back to the start-up seed; log, faults and config cleared."""
+        """Back to the start-up seed and fault plan; log and config cleared."""
         self.store.clear()
         self.dialect_type.seed(self.store, self.options.seed)
         self.log.clear()
         self.faults.clear()
+        self.faults.load(self.options.faults)
         self.config = self._initial_config()
 
     def _initial_config(self) -> RuntimeConfig:
