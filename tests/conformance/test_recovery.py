@@ -81,6 +81,39 @@ def test_upload_whose_answer_was_cut_off_is_found_on_the_tracker_and_not_sent_ag
         assert not uploads(clean_emulator, case)
 
 
+def test_upload_the_tracker_stores_after_the_answer_timed_out_is_found_and_not_sent_again(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    # The tracker takes 3 s over the upload; the mount gives up waiting after 1 s. The
+    # request was whole, so the tracker stores it late: sending it again would make two.
+    clean_emulator.fault(**case.upload.rule(action="delay", delay=3, count=1))
+    with mount_at(tmp_path / "w", case, clean_emulator, timeout=1, deadline=20) as mount:
+        directory = mount.path / case.project / case.plain_issue
+        data = os.urandom(150_000)
+        (directory / "late.bin").write_bytes(data)
+        [item] = stored(clean_emulator, case.plain_issue, "late.bin")
+        assert item["sha256"] == sha256_of(data)
+        assert len(uploads(clean_emulator, case)) == 1
+        assert "reached the tracker as attachment" in mount.log_text()
+        time.sleep(1)  # nothing else is on its way
+        assert len(stored(clean_emulator, case.plain_issue, "late.bin")) == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_upload_a_gateway_failed_is_checked_then_sent_again(
+    case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path, status: int
+) -> None:
+    clean_emulator.fault(**case.upload.rule(status=status, count=1))
+    with mount_at(tmp_path / "w", case, clean_emulator) as mount:
+        data = os.urandom(70_000)
+        (mount.path / case.project / case.plain_issue / "gateway.bin").write_bytes(data)  # no error
+        [item] = stored(clean_emulator, case.plain_issue, "gateway.bin")
+        assert item["sha256"] == sha256_of(data)
+        sent = [r["status"] for r in uploads(clean_emulator, case)]
+        assert len(sent) == 2 and sent[0] == status and sent[1] < 300, sent
+        assert "did not reach the tracker; sending it again" in mount.log_text()
+
+
 def test_pending_upload_whose_data_changed_size_is_kept_and_not_uploaded(
     case: TrackerCase, clean_emulator: EmulatorProcess, tmp_path: Path
 ) -> None:

@@ -30,7 +30,8 @@ repeated:
 - any request after 429 or 503 (the tracker did not act on it), or after a 401 that
   renewed credentials or a stale location that was resolved again (once each);
 - nothing else: a request that is not idempotent and may have been carried out while its
-  answer was lost raises OutcomeUnknownError, so its sender can check what happened.
+  answer was lost (or answered 500/502/504, which a gateway sends for a request it may
+  have passed on) raises OutcomeUnknownError, so its sender can check what happened.
 
 A tracker that counts requests per token (Asana: 150 a minute on free plans) gets a
 `RequestBudget`: each attempt to its origin waits for a place in the budget first, and a
@@ -835,6 +836,12 @@ class HttpClient:
                     repeat = response.status_code in retryable and isinstance(
                         failure, TemporaryError | RateLimitedError
                     )
+                    if response.status_code in RETRY_IDEMPOTENT and not call.idempotent:
+                        # A gateway's 502/504 (or a 500 part-way) may follow a change the
+                        # tracker made: its sender must check rather than trust the status.
+                        failure = OutcomeUnknownError(
+                            f"{failure}; the tracker may have carried it out", status=response.status_code
+                        )
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if self.budget is not None and response.status_code == 429:
                         self._pause_budget(response, retry_after, attempt)

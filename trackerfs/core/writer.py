@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from http import HTTPStatus
 from pathlib import Path
 
 import trio
@@ -71,6 +72,9 @@ CHECKSUMS = frozenset({"md5", "sha1", "sha256"})
 #: An attachment found on the tracker counts as an earlier upload of a spooled file if it
 #: was created no earlier than this before the upload started (clock skew allowance).
 SAME_UPLOAD_SLACK = 300.0
+#: After an upload's answer was lost, seconds between looks at the issue's attachments
+#: before it is sent again (7.5 s in all): a tracker busy with it may store it late.
+LANDING_CHECKS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 class Writer:
@@ -333,8 +337,7 @@ class Writer:
                 "the answer to the upload of %s/%s was lost (%s); checking the tracker", issue.key, name, lost
             )
             try:
-                listing = await self.tracker.list_attachments(issue)
-                landed = await self._landed(listing, name, spooled, size, started, before)
+                landed = await self._await_landing(issue, name, spooled, size, started, before, lost)
             except TrackerError as exc:
                 log.warning("cannot tell whether %s/%s reached the tracker: %s", issue.key, name, exc)
                 raise lost from exc
@@ -345,6 +348,36 @@ class Writer:
                 log.info("%s/%s did not reach the tracker; sending it again", issue.key, name)
         assert lost is not None
         raise lost
+
+    async def _await_landing(
+        self,
+        issue: Issue,
+        name: str,
+        spooled: SpoolFile,
+        size: int,
+        started: float,
+        before: set[str],
+        lost: TrackerError,
+    ) -> Attachment | None:
+        """The attachment a lost upload made, asking the tracker until it shows or time is up.
+
+        An answer that came back (garbled, or a 500) ends the request: one look is
+        enough. One that never came (no answer in time, a dropped connection, a gateway's
+        502/504) may belong to a request the tracker is still working on and stores
+        moments later; sending again at once would make two copies. So the listing is
+        asked again `LANDING_CHECKS` apart.
+        """
+        answered = (
+            not isinstance(lost, OutcomeUnknownError) or lost.status == HTTPStatus.INTERNAL_SERVER_ERROR
+        )
+        waits = LANDING_CHECKS[:1] if answered else LANDING_CHECKS
+        for wait in waits:
+            await trio.sleep(wait)
+            listing = await self.tracker.list_attachments(issue)
+            landed = await self._landed(listing, name, spooled, size, started, before)
+            if landed is not None:
+                return landed
+        return None
 
     async def _landed(
         self,
