@@ -43,6 +43,9 @@ IGNORED = frozenset(
         "noexec",
         "atime",
         "noatime",
+        "strictatime",
+        "lazytime",
+        "nolazytime",
         "relatime",
         "nodiratime",
     }
@@ -82,7 +85,7 @@ def translate(options: list[str]) -> list[str]:
             args.append(FLAGS[name])
         elif name == "ro":
             raise ConfigError("mount.fuse.trackerfs: a read-only mount is not supported (option 'ro')")
-        elif name in IGNORED or name.startswith(("x-", "comment=")):
+        elif name in IGNORED or name == "comment" or name.startswith("x-"):
             continue
         else:
             raise ConfigError(f"mount.fuse.trackerfs: unknown mount option {option!r}")

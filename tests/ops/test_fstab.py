@@ -125,6 +125,7 @@ def test_a_mistyped_mount_option_is_one_line_and_no_mount(
         (["p", "/m", "-o", "rw,noauto,config=/c.toml"], ["mount", "--config", "/c.toml", "p", "/m"]),
         (["p", "/m", "-n", "-o", "_netdev,x-systemd.automount,debug"], ["mount", "--debug", "p", "/m"]),
         (["p", "/m", "-olog_file=/l,quiet"], ["mount", "--log-file", "/l", "--quiet", "p", "/m"]),
+        (["p", "/m", "-o", "comment=x-gvfs-show,lazytime,strictatime"], ["mount", "p", "/m"]),
     ],
 )
 def test_mount_options_become_command_line_options(argv: list[str], expected: list[str]) -> None:
