@@ -112,7 +112,12 @@ class SecretSource:
         if self.kind == "file":
             path = Path(self.where).expanduser()
             check_private(path, "token file")
-            value = path.read_text(encoding="utf-8").strip()
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"token file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
             if not value:
                 raise ConfigError(f"token file {path} is empty")
             return value

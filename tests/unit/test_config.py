@@ -115,6 +115,11 @@ def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     token.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
         SecretSource("file", str(token)).read()
+    # One that cannot be read as text is a config error, not a crash.
+    token.write_bytes(b"\xff\xfe")
+    token.chmod(0o600)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        SecretSource("file", str(token)).read()
     command = f"{sys.executable} -c \"print('from-command')\""
     assert SecretSource("command", command).read() == "from-command"
     with pytest.raises(ConfigError, match="exited with 3"):
