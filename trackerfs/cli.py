@@ -418,6 +418,8 @@ def demo_profile(name: str, tracker: str, url: str, state: Path) -> Profile:
         "url": url,
         "token_env": DEMO_TOKEN_ENV,
         "spool_dir": str(state),
+        # The demo's cache goes with its state: nothing of it outlives the demo.
+        "cache_dir": str(state / "cache"),
         **DEMO_PROFILES[tracker],
     }
     return profile_from_table(name, table)
