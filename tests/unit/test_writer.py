@@ -22,7 +22,7 @@ from trackerfs.errors import (
     TooLargeError,
     TrackerError,
 )
-from trackerfs.model import Attachment, Issue, Limits, Permissions
+from trackerfs.model import Attachment, Issue, Limits, Permissions, Project
 
 
 class WritableTracker(MemoryTracker):
@@ -313,6 +313,71 @@ class SlowListingTracker(WritableTracker):
         self.asked[number].set()
         await self.answer[number].wait()
         return then
+
+
+class SlowIssueListingTracker(WritableTracker):
+    """Once `slow`, answers a project's issue listing (attachments embedded) with the state
+    at the time it was asked, after `answer` is set; counts attachment listings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False
+        self.asked = trio.Event()
+        self.answer = trio.Event()
+        self.attachment_listings = 0
+
+    async def list_issues(self, project: Project) -> list[Issue]:
+        then = await super().list_issues(project)
+        if self.slow:
+            self.asked.set()
+            await self.answer.wait()
+        return then
+
+    async def list_attachments(self, issue: Issue) -> list[Attachment]:
+        self.attachment_listings += 1
+        return list(self.issues[issue.key].attachments or ())
+
+
+async def test_an_issue_listing_answered_while_a_delete_landed_is_corrected_not_dropped(
+    tmp_path: Path,
+) -> None:
+    tracker = SlowIssueListingTracker()
+    tracker.add("P-1", ("1", "keep.txt", b"keep"), ("2", "gone.txt", b"gone"))
+    namespace = Namespace(tracker, CacheSettings())
+    writer = Writer(namespace, tracker, Spool(tmp_path / "spool"), tmp_path, Limits())
+    directory = await issue_dir(writer)
+    project = namespace.node(directory.parent)
+    namespace.flush()
+    tracker.slow = True
+
+    async def delete_lands_meanwhile() -> None:
+        await tracker.asked.wait()
+        issue = tracker.issues["P-1"]
+        [item] = [item for item in issue.attachments or () if item.id == "2"]
+        await tracker.delete(issue, item)
+        namespace.deleted(directory, "2")
+        tracker.answer.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delete_lands_meanwhile)
+            await namespace.list_dir(project.inode)
+    listed = [node.name for node in await namespace.list_dir(directory.inode)]
+    # The embedded listing, with the delete applied, fills the issue: no request of its own.
+    assert listed == ["keep.txt"]
+    assert tracker.attachment_listings == 0
+    # No listing is in flight any more: the journal holds nothing.
+    assert not namespace._journal
+
+
+async def test_the_journal_keeps_nothing_while_no_listing_is_in_flight(tmp_path: Path) -> None:
+    tracker = WritableTracker()
+    tracker.add("P-1")
+    namespace = Namespace(tracker, CacheSettings())
+    writer = Writer(namespace, tracker, Spool(tmp_path / "spool"), tmp_path, Limits())
+    for number in range(20):
+        await write_and_close(writer, f"file-{number}.txt", b"x")
+    assert not namespace._journal
 
 
 async def test_listings_answered_while_deletes_landed_do_not_bring_the_files_back(tmp_path: Path) -> None:

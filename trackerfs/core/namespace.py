@@ -28,8 +28,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -231,8 +232,11 @@ class Namespace:
         # before one of them may not show it, and must not replace a newer cached one.
         self._changes = 0
         #: per issue, the latest uploads and deletes through the mount by change number:
-        #: they correct a listing the tracker answered while they were landing
+        #: they correct a listing the tracker answered while they were landing. Kept only
+        #: while a listing asked before them is in flight (`_asking`).
         self._journal: dict[tuple[str, str], deque[tuple[int, str, Attachment | None]]] = {}
+        #: listings in flight, by the change number they were asked at
+        self._in_flight: Counter[int] = Counter()
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, ROOT_INODE, "", RootEntry())}
         #: every key ever given an inode: numbers stay stable while nodes come and go
         self._inodes: dict[tuple[str, ...], int] = {}
@@ -451,11 +455,13 @@ class Namespace:
         key = (project_key(project), reference)
         issue = self._direct.get(key)
         if issue is None:
-            changes = self._changes
-            issue = await self._direct_flights.run(key, lambda: self._tracker.get_issue(project, reference))
-            self._direct[key] = issue
-            if issue.attachments is not None and changes == self._changes:
-                self._store_files(project, issue)
+            with self._asking() as changes:
+                issue = await self._direct_flights.run(
+                    key, lambda: self._tracker.get_issue(project, reference)
+                )
+                self._direct[key] = issue
+                if issue.attachments is not None:
+                    self._refill_files(project, issue, changes)
         return self._issue_node(directory, entry, name, issue)
 
     async def _project_map(self) -> dict[str, Project]:
@@ -480,31 +486,33 @@ class Namespace:
 
     async def _fetch_issues(self, project: Project) -> dict[str, Issue]:
         self._listings += 1
-        changes = self._changes
-        issues = await self._tracker.list_issues(project)
-        named = label_names((issue.display, issue.created, issue.id, issue) for issue in issues)
-        # The backend's order (Jira: by key), not the naming order.
-        order = {id(issue): index for index, issue in enumerate(issues)}
-        mapping = dict(sorted(named.items(), key=lambda pair: order[id(pair[1])]))
-        if changes == self._changes:
+        with self._asking() as changes:
+            issues = await self._tracker.list_issues(project)
+            named = label_names((issue.display, issue.created, issue.id, issue) for issue in issues)
+            # The backend's order (Jira: by key), not the naming order.
+            order = {id(issue): index for index, issue in enumerate(issues)}
+            mapping = dict(sorted(named.items(), key=lambda pair: order[id(pair[1])]))
             for issue in issues:
-                self._refill_files(project, issue)
+                self._refill_files(project, issue, changes)
         self._issues[project_key(project)] = mapping
         inode = self._inodes.get(("project", project_key(project)))
         if inode is not None:
             self._forget_misses(inode, mapping)
         return mapping
 
-    def _refill_files(self, project: Project, issue: Issue) -> None:
+    def _refill_files(self, project: Project, issue: Issue, changes: int) -> None:
         """Fill an issue's attachment listing from a project listing, where it can be.
 
         From the attachments the listing embeds; else from the last one fetched for that
         issue, if the issue's `updated` time says nothing changed since.
         """
+        key = issue_key(project, issue)
         if issue.attachments is not None:
-            self._store_files(project, issue)
+            self._store_files(project, issue, self._since(key, changes, issue.attachments))
             return
-        kept = self._kept.get(issue_key(project, issue))
+        if changes != self._changes:
+            return  # the kept listing may predate what the mount changed meanwhile
+        kept = self._kept.get(key)
         if kept is not None and issue.updated and kept[0] == issue.updated:
             self._store_files(project, issue, kept[1])
 
@@ -517,17 +525,43 @@ class Namespace:
 
     async def _fetch_files(self, project: Project, issue: Issue) -> dict[str, Attachment]:
         self._listings += 1
-        changes = self._changes
-        async with self._listing_places:
-            attachments = await self._tracker.list_attachments(issue)
-        if changes == self._changes:
-            self._kept[issue_key(project, issue)] = (issue.updated, attachments)
-        else:
-            # Something was uploaded or deleted meanwhile: the answer may predate it.
-            attachments = self._since(issue_key(project, issue), changes, attachments)
-        return self._store_files(project, issue, attachments)
+        with self._asking() as changes:
+            async with self._listing_places:
+                attachments = await self._tracker.list_attachments(issue)
+            if changes == self._changes:
+                self._kept[issue_key(project, issue)] = (issue.updated, attachments)
+            else:
+                # Something was uploaded or deleted meanwhile: the answer may predate it.
+                attachments = self._since(issue_key(project, issue), changes, attachments)
+            return self._store_files(project, issue, attachments)
 
-    def _since(self, key: tuple[str, str], changes: int, attachments: list[Attachment]) -> list[Attachment]:
+    @contextmanager
+    def _asking(self) -> Iterator[int]:
+        """A listing in flight, asked at the change number this yields.
+
+        While one is in flight the journal keeps the mount's uploads and deletes made
+        after it was asked, so that `_since` can correct its answer; entries no listing
+        in flight can need are dropped as each one ends.
+        """
+        changes = self._changes
+        self._in_flight[changes] += 1
+        try:
+            yield changes
+        finally:
+            self._in_flight[changes] -= 1
+            if not self._in_flight[changes]:
+                del self._in_flight[changes]
+            oldest = min(self._in_flight, default=self._changes)
+            for key in list(self._journal):
+                entries = self._journal[key]
+                while entries and entries[0][0] <= oldest:
+                    entries.popleft()
+                if not entries:
+                    del self._journal[key]
+
+    def _since(
+        self, key: tuple[str, str], changes: int, attachments: Iterable[Attachment]
+    ) -> list[Attachment]:
         """A listing asked for at change `changes`, with what the mount did since applied."""
         items = {item.id: item for item in attachments}
         for number, ident, uploaded in self._journal.get(key, ()):
@@ -541,7 +575,10 @@ class Namespace:
 
     def _note(self, key: tuple[str, str], ident: str, uploaded: Attachment | None) -> None:
         self._changes += 1
-        self._journal.setdefault(key, deque(maxlen=JOURNAL_LENGTH)).append((self._changes, ident, uploaded))
+        if self._in_flight:  # else no answer in flight predates it
+            self._journal.setdefault(key, deque(maxlen=JOURNAL_LENGTH)).append(
+                (self._changes, ident, uploaded)
+            )
 
     def _store_files(
         self, project: Project, issue: Issue, attachments: Iterable[Attachment] | None = None
