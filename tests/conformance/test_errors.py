@@ -63,7 +63,9 @@ def test_a_content_redirect_loop_or_to_another_scheme_is_eio_and_the_mount_keeps
     issue_dir = fresh.path / case.project / case.rich_issue
     os.listdir(issue_dir)
     target = location.format(path=case.content_path(item), name=item["filename"])
-    clean_emulator.fault(**case.content_of(item).rule(), status=302, count=-1, headers={"Location": target}, body="")
+    clean_emulator.fault(
+        **case.content_of(item).rule(), status=302, count=-1, headers={"Location": target}, body=""
+    )
     assert read_errno(issue_dir / "readme.txt") == errno.EIO
     assert said in fresh.log_text()
     # Not retried: a redirect that goes nowhere is not a passing failure.
