@@ -142,3 +142,21 @@ async def test_blocks_a_reader_waited_for_reach_the_disk_even_when_it_is_behind(
         again = await read_through(reader, item, MiB)
     assert again == data
     assert tracker.ranges() == [(0, item.size)]
+
+
+async def test_a_reader_behind_a_whole_download_is_served_from_memory_not_the_disk(tmp_path: Path) -> None:
+    # The download runs ahead of the reader (the first read waits for nothing else);
+    # what it put in the block cache is what the reader takes next, without disk reads.
+    data = random.Random(16).randbytes(6 * MiB + 5)
+    tracker, item = whole_tracker(data)
+    async with open_reader(
+        tracker, content=ContentCache(tmp_path, 1 << 30, BLOCK_SIZE), cache_bytes=32 * MiB
+    ) as reader:
+        state = reader.open(item)
+        assert await reader.read(state, 0, 4096) == data[:4096]
+        with trio.fail_after(5):
+            while reader.statistics().bytes_fetched < item.size:
+                await trio.sleep(0.01)
+        assert await read_through(reader, item) == data
+        assert reader.statistics().disk_reads == 0
+    assert tracker.ranges() == [(0, item.size)]

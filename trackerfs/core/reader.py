@@ -540,25 +540,27 @@ class Reader:
         return index
 
     async def _keep(self, attachment: Attachment, index: int, data: bytes, download: WholeDownload) -> None:
-        """A block of a whole download: to whoever waits for it, else to the disk cache."""
+        """A block of a whole download: to whoever waits for it, to memory, to the disk cache.
+
+        The block cache takes every block, so that a reader following the download finds
+        the next ones in memory rather than reading them back from the disk; the disk
+        cache takes them at the disk's pace. A block is never skipped there (that would
+        cost a whole download again): the download waits for the disk instead.
+        """
+        self._hand_out(attachment, index, data, download)
+        self._cache.put((attachment.id, index), data)
         content = self._content
         if content is None or not content.enabled or content.has(attachment, index):
-            if (attachment.id, index) in self._pending:
-                download.hand_out(index, data)
-                self._publish(attachment, index, data)
             return
-        waited = (attachment.id, index) in self._pending
-        if waited:
-            download.hand_out(index, data)
-            self._publish(attachment, index, data, fetched=False)
-        # Never skipped (it would cost a whole download again): the download waits for the
-        # disk instead.
         await content.wait_for_room()
-        if not waited and (attachment.id, index) in self._pending:
-            # Asked for during the wait.
+        self._hand_out(attachment, index, data, download)  # asked for during the wait
+        content.store(attachment, index, data)
+
+    def _hand_out(self, attachment: Attachment, index: int, data: bytes, download: WholeDownload) -> None:
+        """A block of a whole download to the reader waiting for it, if one is."""
+        if (attachment.id, index) in self._pending:
             download.hand_out(index, data)
             self._publish(attachment, index, data, fetched=False)
-        content.store(attachment, index, data)
 
     def _publish(self, attachment: Attachment, index: int, data: bytes, *, fetched: bool = True) -> None:
         key = (attachment.id, index)
