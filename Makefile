@@ -6,6 +6,8 @@
 #   make test     the same set-up plus the tools the tests drive, then the whole test suite
 #   make check    ruff and mypy
 #   make bench    the benchmark suite (docs/benchmarks.md); BENCH_ARGS=--quick for a smoke run
+#   make soak     the fault soak and kill -9 rounds for every tracker, with figures
+#                 (docs/reliability.md; about 25 minutes); SOAK_ARGS="--seconds 20 --rounds 5"
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,6 +17,7 @@ MOUNTPOINT ?= ./tracker
 TRACKER ?= jira
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
 # Debian packages: FUSE and the build of pyfuse3; the tools the tests use as a person
 # would; and, for `make bench` only, the media host, the peer filesystem and fio.
@@ -34,7 +37,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: deps test-deps venv demo test check bench clean
+.PHONY: deps test-deps venv demo test check bench soak clean
 
 deps:
 	$(call apt_install,$(APT_BUILD))
@@ -69,6 +72,9 @@ bench: venv test-deps
 	$(call apt_install,$(APT_BENCH))
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)
+
+soak: venv test-deps
+	$(BIN)/python -m tests.reliability $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
