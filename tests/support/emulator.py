@@ -167,6 +167,10 @@ class EmulatorProcess:
         response.raise_for_status()
         return response.content
 
+    def misstate_size(self, attachment_id: str, size: int) -> None:
+        """List an attachment with `size` while its content keeps its real bytes."""
+        self._json("POST", f"/attachments/{attachment_id}/size", {"size": size})
+
     def config(self, **changes: Any) -> dict[str, Any]:
         """Change runtime settings (page_size, upload_limit, range_support, media_ttl)."""
         result: dict[str, Any] = self._json("POST" if changes else "GET", "/config", changes or None)

@@ -45,7 +45,7 @@ from trackerfs.backends.http import (
     decode_json,
 )
 from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, iso_time, records
+from trackerfs.backends.records import attachment_size, expect_dict, expect_list, iso_time, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import (
     BadRequestError,
@@ -271,7 +271,7 @@ class AsanaTracker(Tracker):
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         if attachment.read_only:
             return shortcut_range(attachment.content_url, start, stop)
-        return self.http.stream_range(self._location(attachment), start, stop)
+        return self.http.stream_range(self._location(attachment), start, stop, total=attachment.size)
 
     def honours_range(self, attachment: Attachment) -> bool:
         """What the storage's answers for this attachment have shown so far (S3 honours it)."""
@@ -392,14 +392,13 @@ class AsanaTracker(Tracker):
                 read_only=True,
                 attributes=(("host", host),),
             )
-        try:
-            size = int(item["size"])
-        except (KeyError, TypeError, ValueError):
-            raise BadResponseError(f"attachment {gid}: no size") from None
+        if "size" not in item:
+            raise BadResponseError(f"attachment {gid}: no size")
+        size = attachment_size(item["size"], f"attachment {gid}")
         return Attachment(
             id=gid,
             filename=name,
-            size=max(0, size),
+            size=size,
             created=created,
             mime_type=mime_type_of(name),
             web_url=self._web(item.get("permanent_url"), f"/app/asana/-/get_asset?asset_id={gid}"),

@@ -284,7 +284,7 @@ def describe_generic_error(response: httpx.Response) -> str:
     """Pull a human message out of an error body whatever its shape."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         text = response.text.strip()
         return text[:200] if text and "<" not in text[:1] else response.reason_phrase
     return _message_from(body) or response.reason_phrase
@@ -425,7 +425,7 @@ class Answer:
             return None
         try:
             return self.response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
 
@@ -720,13 +720,17 @@ class HttpClient:
         stop: int,
         *,
         params: Mapping[str, Any] | None = None,
+        total: int | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Yield an iterator over exactly the bytes [start, stop) of a resource.
 
         `source` is a path or URL, or a `ContentLocation` the backend resolves. A server
         that ignores Range (200) is read from the start and the prefix dropped; 416 (range
         past the end) yields nothing. Stops early at the end of the resource. A body cut
-        short raises TemporaryError from the iterator (the caller resumes).
+        short raises TemporaryError from the iterator (the caller resumes). `total`, the
+        size the tracker listed, must be the size the answer gives the whole resource
+        (Content-Range's, or a 200's Content-Length): else BadResponseError, never bytes
+        of a file other than the one listed.
         """
         headers = {"Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
         if isinstance(source, ContentLocation):
@@ -738,11 +742,14 @@ class HttpClient:
             if response.status_code == 416:
                 yield _empty()
             elif response.status_code == 206:
-                first = _content_range_start(response.headers.get("Content-Range"))
+                first, whole = _content_range(response.headers.get("Content-Range"))
                 if first != start:
                     raise BadResponseError(f"asked for bytes from {start}, got a range starting at {first}")
+                _check_total(call, total, whole)
                 yield self._body(call, response, 0, stop - start)
             else:
+                length = response.headers.get("Content-Length", "")
+                _check_total(call, total, int(length) if length.isdigit() else None)
                 self._learn_range_ignored(source, response, start, stop)
                 yield self._body(call, response, start, stop - start)
 
@@ -1071,6 +1078,11 @@ def decode_json(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url.path}: malformed JSON "
             f"({response.headers.get('Content-Type', 'no content type')})"
         ) from exc
+    except RecursionError:
+        # json's decoder recurses per level: a hostile answer nests deeper than the stack.
+        raise BadResponseError(
+            f"{response.request.method} {response.request.url.path}: JSON nested too deeply"
+        ) from None
 
 
 def path_of(url: str | httpx.URL) -> str:
@@ -1083,14 +1095,24 @@ async def _empty() -> AsyncIterator[bytes]:
     yield b""  # pragma: no cover - makes this an async generator
 
 
-def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/1000"
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """The first byte and the whole size of "bytes 100-199/1000" (None where unreadable or `*`)."""
     if not value or not value.startswith("bytes "):
-        return None
+        return None, None
+    span, _, whole = value[6:].partition("/")
     try:
-        return int(value[6:].split("-", 1)[0])
+        first = int(span.split("-", 1)[0])
     except ValueError:
-        return None
+        first = None
+    return first, int(whole) if whole.strip().isdigit() else None
+
+
+def _check_total(call: _Call, listed: int | None, answered: int | None) -> None:
+    """BadResponseError when the answer's whole size is not the one the tracker listed."""
+    if listed is not None and answered is not None and answered != listed:
+        raise BadResponseError(
+            f"{call.where}: the tracker lists the attachment at {listed} bytes, its content has {answered}"
+        )
 
 
 def _register_credentials(headers: Mapping[str, str]) -> None:

@@ -30,6 +30,7 @@ from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json
 from trackerfs.backends.multipart import FilePart, MultipartBody
 from trackerfs.backends.records import (
+    attachment_size,
     expect_dict,
     expect_list,
     records,
@@ -223,9 +224,9 @@ class JiraTracker(Tracker):
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         source = self._content_source(attachment)
         if self.flavour == "datacenter" and attachment.content_url:
-            return self.http.stream_range(source, start, stop)
+            return self.http.stream_range(source, start, stop, total=attachment.size)
         params = {"redirect": "false"} if self.download == "direct" else None
-        return self.http.stream_range(source, start, stop, params=params)
+        return self.http.stream_range(source, start, stop, params=params, total=attachment.size)
 
     def honours_range(self, attachment: Attachment) -> bool:
         # Jira's own servers honour Range; a proxy in front of one may not, which the
@@ -340,10 +341,7 @@ class JiraTracker(Tracker):
             web = content
         else:
             web = f"{self.site}{self.api}/attachment/content/{quote(ident)}"
-        try:
-            size = max(0, int(item.get("size", 0)))
-        except (TypeError, ValueError):
-            raise BadResponseError(f"attachment {ident}: size is not a number") from None
+        size = attachment_size(item.get("size", 0), f"attachment {ident}")
         return Attachment(
             id=ident,
             filename=str(item.get("filename") or ""),

@@ -35,7 +35,7 @@ import httpx
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json, describe_generic_error
 from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, iso_time, records
+from trackerfs.backends.records import attachment_size, expect_dict, expect_list, iso_time, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import BadResponseError, ConfigError, NotFoundError, TooLargeError, TrackerError
 from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Project
@@ -193,7 +193,7 @@ class OpenProjectTracker(Tracker):
     def open_range(
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.http.stream_range(content_path(attachment), start, stop)
+        return self.http.stream_range(content_path(attachment), start, stop, total=attachment.size)
 
     def honours_range(self, attachment: Attachment) -> bool:
         # Local storage may or may not honour Range (the web server in front decides): the
@@ -293,9 +293,7 @@ class OpenProjectTracker(Tracker):
     def _attachment(self, item: dict[str, Any]) -> Attachment:
         ident = str(item["id"])
         # The spec's example says `filesize`; its schema and the servers say `fileSize`.
-        size = item.get("fileSize", item.get("filesize", 0))
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadResponseError(f"attachment {ident}: fileSize is not a size")
+        size = attachment_size(item.get("fileSize", item.get("filesize", 0)), f"attachment {ident}: fileSize")
         author = links(item).get("author")
         checksum = checksum_of(item.get("digest"))
         return Attachment(
@@ -389,7 +387,7 @@ def describe_error(response: httpx.Response) -> str:
     """The message of an `_type: Error` body (every message of a `MultipleErrors` one)."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return describe_generic_error(response)
     if not isinstance(body, dict) or body.get("_type") != "Error":
         return describe_generic_error(response)

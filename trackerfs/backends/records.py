@@ -15,6 +15,9 @@ from trackerfs.errors import BadResponseError
 
 log = logging.getLogger(__name__)
 
+#: No attachment is larger: a listed size above it is a tracker's error, not a file.
+MAX_ATTACHMENT_SIZE = 1 << 50
+
 
 def expect_dict(value: Any, what: str) -> dict[str, Any]:
     """`value` if it is a JSON object, else BadResponseError."""
@@ -39,6 +42,19 @@ def records(items: Iterable[Any], what: str, required: tuple[str, ...]) -> list[
         else:
             log.warning("skipping a malformed %s record from the tracker", what)
     return kept
+
+
+def attachment_size(value: Any, what: str) -> int:
+    """An attachment's byte count as a tracker lists it: a whole number from 0 to 1 PiB.
+
+    Anything else (negative, absurd, not a number) is BadResponseError: served as it is,
+    it would show a file of no bytes or one no read can finish.
+    """
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ATTACHMENT_SIZE:
+        raise BadResponseError(f"{what}: {str(value)[:40]!r} is not a size in bytes")
+    return value
 
 
 def iso_time(value: Any) -> float:

@@ -47,7 +47,7 @@ import trio
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json, describe_generic_error
 from trackerfs.backends.multipart import FieldPart, FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, iso_time, records
+from trackerfs.backends.records import attachment_size, expect_dict, expect_list, iso_time, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import (
     BadResponseError,
@@ -303,7 +303,7 @@ class WaldurTracker(Tracker):
     def open_range(
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.http.stream_range(self.content_url(attachment), start, stop)
+        return self.http.stream_range(self.content_url(attachment), start, stop, total=attachment.size)
 
     def content_url(self, attachment: Attachment) -> str:
         """Where the bytes are: the `file` URL, on the profile's origin when it is Waldur's own.
@@ -444,9 +444,7 @@ class WaldurTracker(Tracker):
     def _attachment(self, item: dict[str, Any]) -> Attachment:
         raw = str(item["uuid"])
         ident = uuid_hex(raw) or raw
-        size = item.get("file_size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadResponseError(f"attachment {ident}: file_size is not a size ({size!r})")
+        size = attachment_size(item.get("file_size"), f"attachment {ident}: file_size")
         content = str(item.get("file") or "")
         if not content:
             raise BadResponseError(f"attachment {ident}: no file URL")
@@ -504,7 +502,7 @@ def describe_drf_error(response: httpx.Response) -> str:
     """A DRF error body in one line; an HTML page (a proxy's) by its status alone."""
     try:
         messages = drf_messages(response.json())
-    except ValueError:
+    except (ValueError, RecursionError):
         return describe_generic_error(response)
     return "; ".join(messages) or response.reason_phrase
 

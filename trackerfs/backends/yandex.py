@@ -38,7 +38,7 @@ from cachetools import LRUCache
 from trackerfs.backends.base import Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json
 from trackerfs.backends.multipart import FilePart, MultipartBody
-from trackerfs.backends.records import expect_dict, expect_list, records
+from trackerfs.backends.records import attachment_size, expect_dict, expect_list, records
 from trackerfs.config import BackendOptions, Profile, ProfileKey
 from trackerfs.errors import BadResponseError, ConfigError, NotFoundError, PermissionDeniedError, TrackerError
 from trackerfs.model import Account, Attachment, Issue, Project
@@ -262,7 +262,7 @@ class YandexTracker(Tracker):
     def open_range(
         self, attachment: Attachment, start: int, stop: int
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.http.stream_range(attachment.content_url, start, stop)
+        return self.http.stream_range(attachment.content_url, start, stop, total=attachment.size)
 
     def honours_range(self, attachment: Attachment) -> bool:
         # Tracker does not document Range on content; the client learns from the first
@@ -366,10 +366,7 @@ class YandexTracker(Tracker):
         name = str(item.get("name") or "")
         author = item.get("createdBy")
         author = author if isinstance(author, dict) else {}
-        try:
-            size = max(0, int(item.get("size", 0)))
-        except (TypeError, ValueError):
-            raise BadResponseError(f"attachment {ident}: size is not a number") from None
+        size = attachment_size(item.get("size", 0), f"attachment {ident}")
         given = str(item.get("content") or "")
         where = unfoldable(given) if given else content_path(issue_key, ident, name)
         content = self.http.on_own_origin(where)

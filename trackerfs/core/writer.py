@@ -212,11 +212,7 @@ class Writer:
 
     def write(self, local: LocalFile, offset: int, data: bytes) -> int:
         """Write to a local file; EFBIG at once when it would exceed the upload limit."""
-        limit = self.limits.upload_limit
-        # A file cut short must never be uploaded as if it were complete: remember why.
-        uploadable = not local.temporary and not local.unlinked
-        if limit is not None and uploadable and offset + len(data) > limit:
-            raise local.refuse(TooLargeError(f"the tracker accepts attachments up to {limit} bytes"))
+        self._check_size(local, offset + len(data))
         try:
             written = local.spooled.pwrite(data, offset)
         except OSError as exc:
@@ -227,10 +223,24 @@ class Writer:
         return written
 
     def truncate(self, local: LocalFile, size: int) -> None:
-        """Set the size of a local file; emptying it forgives an earlier refused write."""
+        """Set the size of a local file; emptying it forgives an earlier refused write.
+
+        Growing it past the upload limit is refused like a write there (EFBIG).
+        """
+        self._check_size(local, size)
         local.spooled.truncate(size)
         local.change(Change.EMPTY if size == 0 else Change.TRUNCATE)
         local.mtime = time.time()
+
+    def _check_size(self, local: LocalFile, size: int) -> None:
+        """EFBIG for a file that would grow past the tracker's upload limit.
+
+        The file is then incomplete: it is never uploaded as if it were whole (it is kept).
+        """
+        limit = self.limits.upload_limit
+        uploadable = not local.temporary and not local.unlinked
+        if limit is not None and uploadable and size > limit:
+            raise local.refuse(TooLargeError(f"the tracker accepts attachments up to {limit} bytes"))
 
     # -- uploading --------------------------------------------------------------------------
 

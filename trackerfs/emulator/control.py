@@ -74,11 +74,22 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         return FileSliceResponse(
             state.store.blob_path(attachment),
             offset=0,
-            length=attachment.size,
+            length=state.store.stored_size(attachment),
             status_code=200,
             media_type="application/octet-stream",
             headers={},
         )
+
+    async def misstate(request: Request) -> Response:
+        attachment = state.store.attachments.get(request.path_params["id"])
+        body = await _json_body(request)
+        if attachment is None or attachment.is_external:
+            return _problem(404, "no such attachment")
+        size = body.get("size") if isinstance(body, dict) else None
+        if isinstance(size, bool) or not isinstance(size, int):
+            return _problem(400, "expected {size: the size to list it with}")
+        state.store.misstate_size(attachment.id, size)
+        return AsciiJSONResponse({"id": attachment.id, "size": size})
 
     async def config(request: Request) -> Response:
         if request.method == "POST":
@@ -136,6 +147,7 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{PREFIX}/reset", reset, methods=["POST"]),
         Route(f"{PREFIX}/attachments", attachments, methods=["GET"]),
         Route(f"{PREFIX}/attachments/{{id}}/content", attachment_content, methods=["GET"]),
+        Route(f"{PREFIX}/attachments/{{id}}/size", misstate, methods=["POST"]),
         Route(f"{PREFIX}/config", config, methods=["GET", "POST"]),
         Route(f"{PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{PREFIX}/projects", projects, methods=["POST"]),

@@ -37,7 +37,7 @@ def media_routes(state: EmulatorState) -> list[BaseRoute]:
         return blob_response(
             request,
             state.store.blob_path(attachment),
-            size=attachment.size,
+            size=state.store.stored_size(attachment),
             media_type=attachment.mime_type,
             range_support=state.config.range_support,
             error=media_error,

@@ -434,6 +434,21 @@ class Store:
         self.attachments[attachment_id] = attachment
         return attachment
 
+    def misstate_size(self, attachment_id: str, size: int) -> Attachment:
+        """List an attachment with a size its bytes do not have (a tracker that lies).
+
+        The listings show `size`; the content answers still send the bytes the blob holds
+        (`stored_size`), as a tracker whose metadata and storage disagree does.
+        """
+        attachment = replace(self.attachments[attachment_id], size=size)
+        self.attachments[attachment_id] = attachment
+        self.issues[attachment.issue].updated = self._now()
+        return attachment
+
+    def stored_size(self, attachment: Attachment) -> int:
+        """How many bytes the blob of an attachment really holds."""
+        return self.blob_path(attachment).stat().st_size
+
     def delete_attachment(self, attachment_id: str) -> Attachment | None:
         """Remove an attachment and its blob; ``None`` when there is no such attachment."""
         attachment = self.attachments.pop(attachment_id, None)

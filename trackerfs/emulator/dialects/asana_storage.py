@@ -167,7 +167,7 @@ def _object_response(
     header = request.headers.get("range")
     if ranges and header is not None:
         try:
-            parse_range(header, attachment.size)
+            parse_range(header, state.store.stored_size(attachment))
         except MalformedRangeError:
             # S3 ignores a Range it cannot parse and sends the whole object.
             ranges = False
@@ -177,7 +177,7 @@ def _object_response(
     return blob_response(
         request,
         state.store.blob_path(attachment),
-        size=attachment.size,
+        size=state.store.stored_size(attachment),
         media_type=attachment.mime_type,
         range_support=ranges,
         error=storage_error,

@@ -95,7 +95,7 @@ class Dialect(ABC):
         return blob_response(
             request,
             self.state.store.blob_path(attachment),
-            size=attachment.size,
+            size=self.state.store.stored_size(attachment),
             media_type=media_type or attachment.mime_type or "application/octet-stream",
             range_support=self.serves_ranges(),
             error=self.error_response,
