@@ -185,6 +185,8 @@ def test_the_top_level_holds_only_profile_folders(mount: Path) -> None:
         (mount / "new-folder").mkdir,
         lambda: os.rename(mount / "work-jira", mount / "renamed"),
         (mount / "yandex").rmdir,
+        lambda: os.symlink("elsewhere", mount / "link"),
+        lambda: os.symlink("elsewhere", mount / "work-jira" / JIRA.project / JIRA.plain_issue / "link"),
     ):
         with pytest.raises(PermissionError):
             attempt()

@@ -363,19 +363,23 @@ class ProfileFolders(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: InodeT, name: pyfuse3.FileNameT, target: pyfuse3.FileNameT, ctx: RequestContext
     ) -> pyfuse3.EntryAttributes:
-        raise NotPermittedError("a tracker has no symbolic links")
+        index, operations, inner = self._child(parent_inode)
+        return self._shifted(index, await operations.symlink(InodeT(inner), name, target, ctx))
 
     @handler
     async def link(
         self, inode: InodeT, new_parent_inode: InodeT, new_name: pyfuse3.FileNameT, ctx: RequestContext
     ) -> pyfuse3.EntryAttributes:
-        raise NotPermittedError("a tracker has no hard links")
+        index, operations, inner = self._child(new_parent_inode)
+        _, _, target = self._child(inode)
+        return self._shifted(index, await operations.link(InodeT(target), InodeT(inner), new_name, ctx))
 
     @handler
     async def mknod(
         self, parent_inode: InodeT, name: pyfuse3.FileNameT, mode: int, rdev: int, ctx: RequestContext
     ) -> pyfuse3.EntryAttributes:
-        raise NotPermittedError("a tracker holds only regular files")
+        index, operations, inner = self._child(parent_inode)
+        return self._shifted(index, await operations.mknod(InodeT(inner), name, mode, rdev, ctx))
 
     # -- extended attributes and the filesystem as a whole ----------------------------------
 
