@@ -45,13 +45,11 @@ def records(items: Iterable[Any], what: str, required: tuple[str, ...]) -> list[
 
 
 def attachment_size(value: Any, what: str) -> int:
-    """An attachment's byte count as a tracker lists it: a whole number from 0 to 1 PiB.
+    """An attachment's byte count as a tracker lists it: a JSON integer from 0 to 1 PiB.
 
     Anything else (negative, absurd, not a number) is BadResponseError: served as it is,
     it would show a file of no bytes or one no read can finish.
     """
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ATTACHMENT_SIZE:
         raise BadResponseError(f"{what}: {str(value)[:40]!r} is not a size in bytes")
     return value
