@@ -16,6 +16,7 @@ import trio.testing
 import trustme
 
 from trackerfs.backends.http import (
+    MAX_ANSWER_BYTES,
     Answer,
     AnswerClassifier,
     ContentLocation,
@@ -815,3 +816,34 @@ async def test_concurrent_401s_read_an_unchanged_token_source_once(tmp_path: Pat
         for _ in range(5):
             nursery.start_soon(refused)
     assert runs.read_text().count("run") == 2, "once at start, once for all five 401s"
+
+
+class EndlessBody(httpx.AsyncByteStream):
+    """A chunked body that never ends (no Content-Length): a hostile or broken server."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunk = b"[" * (1 << 20)
+        while True:
+            self.sent += len(chunk)
+            yield chunk
+
+
+async def test_an_answer_larger_than_any_listing_is_refused_before_it_fills_the_memory() -> None:
+    endless = EndlessBody()
+    script = Script(lambda: httpx.Response(200, stream=endless))
+    with pytest.raises(BadResponseError, match="an answer of more than"):
+        await client_for(script).get_json("/rest/api/3/search/jql")
+    assert endless.sent <= MAX_ANSWER_BYTES + (1 << 20)
+    announced = Script(httpx.Response(200, headers={"Content-Length": str(1 << 40)}, content=b""))
+    with pytest.raises(BadResponseError, match=f"an answer of {1 << 40} bytes"):
+        await client_for(announced).get_json("/rest/api/3/search/jql")
+
+
+async def test_a_read_answer_keeps_its_status_headers_and_json() -> None:
+    script = Script(httpx.Response(201, headers={"X-Result-Count": "3"}, json={"id": "7"}))
+    response = await client_for(script).request("POST", "/rest/api/3/issue/X-1/attachments", json={})
+    assert response.status_code == 201 and response.headers["X-Result-Count"] == "3"
+    assert response.json() == {"id": "7"}

@@ -92,6 +92,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: Only these methods follow a redirect; credentials or a body are never sent on blindly.
 FOLLOWING_METHODS = frozenset({"GET", "HEAD"})
 MAX_REDIRECTS = 5
+#: The largest answer read whole (listings, records, error bodies; content is streamed).
+MAX_ANSWER_BYTES = 64 << 20
 #: Connections of one mount in flight at once, unless the profile says otherwise.
 DEFAULT_MAX_CONCURRENCY = 32
 #: How long the next GET of a resource whose call ran out of time fails at once instead of
@@ -964,7 +966,7 @@ class HttpClient:
         )
         try:
             if response.status_code >= 400 or read:
-                await response.aread()
+                return await _read_bounded(response, call)
         except httpx.HTTPError as exc:
             await response.aclose()
             raise _transport_error(exc, call, in_body=True) from exc
@@ -1093,6 +1095,41 @@ def path_of(url: str | httpx.URL) -> str:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _read_bounded(response: httpx.Response, call: _Call) -> httpx.Response:
+    """The answer with its body read in full, if that is at most `MAX_ANSWER_BYTES`.
+
+    Only listings, records and error bodies are read whole (content is streamed): an
+    answer larger than any of them is a broken or hostile server, refused before it can
+    fill the memory. The body comes back as a new, closed response holding it.
+    """
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        await response.aclose()
+        raise BadResponseError(f"{call.where}: an answer of {int(length)} bytes, more than any listing holds")
+    parts: list[bytes] = []
+    total = 0
+    async for part in response.aiter_bytes():
+        total += len(part)
+        if total > MAX_ANSWER_BYTES:
+            await response.aclose()
+            raise BadResponseError(f"{call.where}: an answer of more than {MAX_ANSWER_BYTES} bytes")
+        parts.append(part)
+    await response.aclose()
+    # The body is decoded already: the new response must not decode it again.
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(parts),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
