@@ -81,6 +81,22 @@ def test_an_absurd_listed_size_is_refused_with_a_log_line(
     )
 
 
+def test_ten_thousand_attachments_in_one_issue_are_listed_and_read(
+    make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
+) -> None:
+    count = 10_000
+    clean_emulator.add_many_attachments(case.plain_issue, count, "bulk-")
+    clean_emulator.config(page_size=100)  # the vendors' own page sizes, not the suite's 5
+    mount = make_mount()
+    issue = mount.path / case.project / case.plain_issue
+    names = sorted(name for name in os.listdir(issue) if name.startswith("bulk-"))
+    assert names == [f"bulk-{number:05}.txt" for number in range(count)]
+    for number in (0, 4321, count - 1):
+        name = f"bulk-{number:05}.txt"
+        assert (issue / name).read_bytes() == f"{name}\n".encode()
+    assert "Traceback" not in mount.log_text()
+
+
 def test_a_write_far_past_the_upload_limit_is_efbig_and_costs_no_disk(
     make_mount: Callable[..., Mount], case: TrackerCase, clean_emulator: EmulatorProcess
 ) -> None:

@@ -167,6 +167,12 @@ class EmulatorProcess:
         response.raise_for_status()
         return response.content
 
+    def add_many_attachments(self, issue: str, count: int, prefix: str) -> None:
+        """Attach `count` small files `PREFIXnnnnn.txt` (holding their name and a newline)."""
+        self._json(
+            "POST", f"/issues/{self._keys.get(issue, issue)}/attachments", {"count": count, "prefix": prefix}
+        )
+
     def misstate_size(self, attachment_id: str, size: int) -> None:
         """List an attachment with `size` while its content keeps its real bytes."""
         self._json("POST", f"/attachments/{attachment_id}/size", {"size": size})

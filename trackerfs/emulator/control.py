@@ -131,6 +131,21 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         issue = state.store.add_issue(project.id, str(body.get("summary") or "Issue"))
         return AsciiJSONResponse({"key": issue.key, "id": issue.id}, status_code=201)
 
+    async def many_attachments(request: Request) -> Response:
+        issue = state.store.issue_by_key(request.path_params["key"])
+        body = await _json_body(request)
+        count = body.get("count") if isinstance(body, dict) else None
+        if issue is None:
+            return _problem(404, "no such issue")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= 100_000:
+            return _problem(400, "expected {count: 1 to 100000, prefix}")
+        prefix = str(body.get("prefix") or "file-")
+        owner = state.token_owner
+        for number in range(count):
+            name = f"{prefix}{number:05}.txt"
+            state.store.add_attachment(issue.id, name, f"{name}\n".encode(), author=owner)
+        return AsciiJSONResponse({"issue": issue.key or issue.id, "added": count}, status_code=201)
+
     async def move_issue(request: Request) -> Response:
         issue = state.store.issue_by_key(request.path_params["key"])
         if issue is None:
@@ -148,6 +163,7 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{PREFIX}/attachments", attachments, methods=["GET"]),
         Route(f"{PREFIX}/attachments/{{id}}/content", attachment_content, methods=["GET"]),
         Route(f"{PREFIX}/attachments/{{id}}/size", misstate, methods=["POST"]),
+        Route(f"{PREFIX}/issues/{{key}}/attachments", many_attachments, methods=["POST"]),
         Route(f"{PREFIX}/config", config, methods=["GET", "POST"]),
         Route(f"{PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{PREFIX}/projects", projects, methods=["POST"]),
