@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import errno
 import glob
-import hashlib
 import json
 import os
 import random
@@ -37,7 +36,7 @@ from tests.support.cases import TrackerCase
 from tests.support.commands import crash, mount_at, status
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
-from tests.support.store import stored
+from tests.support.store import file_sha256, sha256_of, stored
 from tests.support.waiting import wait_for
 
 KiB = 1 << 10
@@ -156,12 +155,6 @@ def write_file(path: Path, data: bytes, record: Written, chunk: int = 128 * KiB)
         record.failed = record.failed or exc.errno
 
 
-def sha256_of_path(path: Path) -> str:
-    """The sha256 of a file read through the mount."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def rss_kib(pid: int) -> int:
     """A process's resident set, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -278,7 +271,7 @@ class Soak:
     def copy_in(self, rng: random.Random, stem: str) -> None:
         data = payload(rng, 1, 2 * MiB)
         issue = rng.choice(self.issues)
-        record = Written(issue, f"{stem}.bin", hashlib.sha256(data).hexdigest(), len(data))
+        record = Written(issue, f"{stem}.bin", sha256_of(data), len(data))
         write_file(self._issue_dir(issue) / record.name, data, record)
         with self.lock:
             self.files.append(record)
@@ -288,7 +281,7 @@ class Soak:
         """An editor's save: a temporary name, then a rename to the real one."""
         data = payload(rng, 1, 256 * KiB)
         issue = rng.choice(self.issues)
-        record = Written(issue, f"{stem}.txt", hashlib.sha256(data).hexdigest(), len(data))
+        record = Written(issue, f"{stem}.txt", sha256_of(data), len(data))
         temporary = self._issue_dir(issue) / f".{stem}.txt.tmp"
         write_file(temporary, data, record)
         if record.failed is None:
@@ -314,7 +307,7 @@ class Soak:
             choices = [(self._issue_dir(item.issue) / item.name, item.sha256)]
         path, expected = rng.choice(choices)
         try:
-            got = sha256_of_path(path)
+            got = file_sha256(path)
         except OSError as exc:
             self._count("cp out", exc.errno)
             return
@@ -463,10 +456,10 @@ def crash_rounds(
             path = mount.path / case.project / case.rich_issue / case.big_file
             if number:
                 reads += 1
-                wrong += sha256_of_path(path) != big["sha256"]
+                wrong += file_sha256(path) != big["sha256"]
             data = payload(rng, 64 * KiB, 3 * MiB)
             issue = case.plain_issue
-            record = Written(issue, f"crash-{seed}-{number}.bin", hashlib.sha256(data).hexdigest(), len(data))
+            record = Written(issue, f"crash-{seed}-{number}.bin", sha256_of(data), len(data))
             files.append(record)
             if rng.random() < 0.5:
                 mount_control(mount, "flush content")
@@ -489,7 +482,7 @@ def crash_rounds(
     with mount_at(workdir, case, emulator) as last:
         settle(last)
         reads += 1
-        wrong += sha256_of_path(last.path / case.project / case.rich_issue / case.big_file) != big["sha256"]
+        wrong += file_sha256(last.path / case.project / case.rich_issue / case.big_file) != big["sha256"]
         verdict = judge(emulator, last.state / "recovered", files)
     return CrashFigures(case.id, rounds, writing, reading, reads, wrong, verdict)
 
@@ -501,7 +494,7 @@ def mount_control(mount: Mount, command: str) -> None:
 
 def _read_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):  # the daemon was killed under the read
-        sha256_of_path(path)
+        file_sha256(path)
 
 
 def failures(figures: SoakFigures | CrashFigures) -> list[str]:
