@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from tests.support.commands import small_disk
 from tests.unit.memory_tracker import MemoryTracker
 from trackerfs.core.content_cache import ContentCache, Runs, entry_name
 from trackerfs.core.reader import BLOCK_SIZE, Reader, open_reader
@@ -201,6 +202,25 @@ async def test_a_full_cache_disk_costs_cached_bytes_not_reads(tmp_path: Path) ->
         shard.chmod(0o700)
     assert not cache.has(broken, 0)
     assert cache.statistics().entries <= 1
+
+
+async def test_a_full_disk_gives_its_room_back_to_the_next_attachment(tmp_path: Path) -> None:
+    # One batch: an attachment bigger than the disk, then a small one that fits once the
+    # big one's partial file is gone.
+    big_data = random.Random(5).randbytes(96 * BLOCK)
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        cache = await opened(disk / "cache", budget=16 << 20)
+        big, small = attachment("big", big_data), attachment("small")
+        for index, block in enumerate(blocks_of(big_data)):
+            cache.store(big, index, block)
+        for index, block in enumerate(blocks_of(DATA)):
+            cache.store(small, index, block)
+        await cache.drain()
+        assert not cache.has(big, 0)
+        blocks = await cache.read(small, 0, 11)
+        assert blocks is not None and b"".join(blocks) == DATA
+        assert cache.budget < 16 << 20  # shrunk to what the disk holds
+        assert files(disk / "cache", f"*/{entry_name('big')}.*") == []
 
 
 # -- through the reader ---------------------------------------------------------------------

@@ -377,6 +377,8 @@ class ContentCache:
     def _prepare(self, batch: list[tuple[Attachment, int, bytes]]) -> list[_Write]:
         grouped: dict[str, list[tuple[Attachment, int, bytes]]] = {}
         for item in batch:
+            if item[0].size > self.budget:
+                continue  # queued before a full disk shrank the budget below it
             grouped.setdefault(item[0].id, []).append(item)
         writes = []
         for ident, items in grouped.items():
@@ -399,6 +401,9 @@ class ContentCache:
             except OSError as exc:
                 write.error = exc.strerror or str(exc)
                 write.full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                if write.full:
+                    # Give the room back now, so the next attachment of this batch fits.
+                    _remove(*self._paths(write.entry.ident))
 
     def _write_one(self, write: _Write) -> None:
         entry = write.entry
@@ -413,7 +418,11 @@ class ContentCache:
             # One system call per run of consecutive blocks: fewer hand-overs of the GIL
             # to and from the thread that serves reads.
             for first, run in _runs_of(write.blocks):
-                os.pwritev(fd, run, first * self.block_size)
+                written = os.pwritev(fd, run, first * self.block_size)
+                if written != sum(len(block) for block in run):
+                    # A disk that fills mid-write takes part of it and says so only by
+                    # the count: the rest would be a hole that reads back as zeros.
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         finally:
             os.close(fd)
         if write.verify and not _matches(data_path, entry.checksum):
