@@ -62,6 +62,7 @@ from cachetools import TTLCache
 
 from trackerfs import __version__
 from trackerfs.backends.multipart import MultipartBody
+from trackerfs.backends.threaded import ThreadedContentTransport
 from trackerfs.config import Profile, SecretSource
 from trackerfs.errors import (
     AuthenticationError,
@@ -598,7 +599,7 @@ class HttpClient:
             follow_redirects=False,
             headers={"User-Agent": f"trackerfs/{__version__}"},
             verify=context,
-            transport=transport or wide_read_transport(limits, context),
+            transport=transport or ThreadedContentTransport(wide_read_transport(limits, context), context),
         )
         self.location_ttl = location_ttl
         self.budget = budget
