@@ -33,6 +33,7 @@ from trackerfs.core.spool import Spool, SpoolFile
 from trackerfs.core.statedir import clear_status, hold_profile_lock, prepare_state_dir, write_status
 from trackerfs.core.writer import Writer
 from trackerfs.errors import ConfigError, TrackerError, TrackerfsError, explain
+from trackerfs.fuse import allocator
 from trackerfs.fuse.control import ControlFiles
 from trackerfs.fuse.operations import Operations
 from trackerfs.fuse.status import MountStatus, RecentProblems
@@ -334,6 +335,7 @@ def run_mount(
 ) -> None:
     """Blocking form of `serve_mount`."""
     faulthandler.enable()
+    allocator.tune()
     trio.run(lambda: serve_mount(profile, mountpoint, ready=ready, debug_fuse=debug_fuse))
 
 
@@ -346,6 +348,7 @@ def run_mount_all(
 ) -> None:
     """Blocking form of `serve_all`."""
     faulthandler.enable()
+    allocator.tune()
     trio.run(lambda: serve_all(profiles, mountpoint, ready=ready, debug_fuse=debug_fuse))
 
 
