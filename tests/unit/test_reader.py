@@ -120,3 +120,23 @@ async def test_a_short_answer_is_an_error_and_never_cached(tracker: MemoryTracke
         with pytest.raises(BadResponseError):
             await reader.read(reader.open(attachment(tracker)), offset, 100)
         assert await reader.read(reader.open(attachment(tracker)), offset, 100) == DATA[offset : offset + 100]
+
+
+async def test_chunks_that_are_whole_blocks_become_the_blocks_uncopied() -> None:
+    """A transport that hands over block-sized pieces (as the threaded one does) costs no join."""
+    memory = MemoryTracker(chunk=BLOCK_SIZE)
+    memory.add("P-1", ("a1", "big.bin", DATA))
+    handed: list[bytes] = []
+    chunks = memory._chunks
+
+    async def recording(data: bytes):  # type: ignore[no-untyped-def]
+        async for piece in chunks(data):
+            handed.append(piece)
+            yield piece
+
+    memory._chunks = recording  # type: ignore[method-assign]
+    async with open_reader(memory) as reader:
+        state = reader.open(attachment(memory))
+        blocks = [await reader.read(state, index * BLOCK_SIZE, BLOCK_SIZE) for index in range(4)]
+    assert b"".join(blocks) == DATA[: 4 * BLOCK_SIZE]
+    assert all(any(block is piece for piece in handed) for block in blocks)

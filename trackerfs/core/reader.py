@@ -589,7 +589,14 @@ class Reader:
 
 
 def _take(views: deque[memoryview], size: int) -> bytes:
-    """The first `size` bytes of `views` as one bytes object, removed from `views`."""
+    """The first `size` bytes of `views` as one bytes object, removed from `views`.
+
+    A view that is a whole bytes object of exactly `size` bytes is that object (no copy).
+    """
+    first = views[0]
+    if len(first) == size and isinstance(first.obj, bytes) and len(first.obj) == size:
+        views.popleft()
+        return first.obj
     parts: list[memoryview] = []
     while size > 0:
         view = views.popleft()
