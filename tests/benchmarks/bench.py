@@ -25,6 +25,9 @@ TRACKERFS = "trackerfs"
 #: trackerfs with the on-disk content cache off: what writing behind to it costs a cold read
 TRACKERFS_NO_DISK = "trackerfs-no-disk-cache"
 RCLONE_OFF = "rclone-off"
+#: rclone (cache off) given what trackerfs gives itself: a 1 MiB kernel readahead, and big
+#: buffers and chunks of its own (`mounts.RCLONE_TUNED_FLAGS`)
+RCLONE_TUNED = "rclone-tuned"
 RCLONE_FULL = "rclone-full"
 #: nginx serves hard links to the files under test here, for rclone's :http: remote.
 RCLONE_DIR = "rclone"
@@ -60,21 +63,31 @@ class Bench:
     def trackerfs(self, label: str, **settings: Any) -> Iterator[Path]:
         """A fresh trackerfs mount (with its own content cache unless `cache_dir` is given);
         its peak RSS is recorded when the block ends."""
-        with trackerfs_mount(self.emulator, self.mount_dir(label), **settings) as mount:
+        workdir = self.mount_dir(label)
+        with trackerfs_mount(self.emulator, workdir, **settings) as mount:
             yield mount.path
             self.read_peaks.append((label, peak_rss(mount)))
+        if "cache_dir" not in settings:
+            # Its own cache is of no further use, and its page cache would pin a file's worth
+            # of memory per mount: the next mount's page cache would land on memory never
+            # used before (see `runners.touch_memory`), and each run would cost more.
+            shutil.rmtree(workdir / "cache", ignore_errors=True)
 
     @contextmanager
     def mounted(self, kind: str, label: str) -> Iterator[Path]:
-        """A fresh mount of kind `TRACKERFS`, `TRACKERFS_NO_DISK`, `RCLONE_OFF` or `RCLONE_FULL`."""
+        """A fresh mount of kind `TRACKERFS`, `TRACKERFS_NO_DISK`, `RCLONE_OFF`, `RCLONE_TUNED`
+        or `RCLONE_FULL`."""
         if kind in (TRACKERFS, TRACKERFS_NO_DISK):
             settings = {"content_cache_mb": 0} if kind == TRACKERFS_NO_DISK else {}
             with self.trackerfs(f"{label}-{kind}", **settings) as root:
                 yield root
         else:
-            mode = {RCLONE_OFF: "off", RCLONE_FULL: "full"}[kind]
+            mode = {RCLONE_OFF: "off", RCLONE_TUNED: "off", RCLONE_FULL: "full"}[kind]
             with rclone_mount(
-                f"{self.nginx.url}/{RCLONE_DIR}/", self.mount_dir(f"{label}-{kind}"), mode
+                f"{self.nginx.url}/{RCLONE_DIR}/",
+                self.mount_dir(f"{label}-{kind}"),
+                mode,
+                tuned=kind == RCLONE_TUNED,
             ) as root:
                 yield root
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import statistics
 import subprocess
 import time
@@ -66,6 +67,22 @@ def write_then_close(source: Path, target: Path, chunk: int = 1 << 20) -> tuple[
 def unzip_list(path: Path) -> float:
     """``unzip -l ARCHIVE``: reads the end of the file and the central directory only."""
     return timed(["unzip", "-l", str(path)])
+
+
+def touch_memory(size: int) -> float:
+    """Write one byte per page of `size` bytes of fresh anonymous memory; the seconds taken.
+
+    On a virtual machine whose host backs guest memory lazily, memory the guest has never
+    used costs a host page fault per page: several times what memory used before costs.
+    A cold read through any FUSE mount fills page cache, so the first reads of a run on
+    such a machine pay that too unless the memory was touched first.
+    """
+    page = mmap.PAGESIZE
+    with mmap.mmap(-1, size) as memory:
+        started = time.perf_counter()
+        for offset in range(0, size, page):
+            memory[offset] = 1
+        return time.perf_counter() - started
 
 
 def mb_per_s(size: int, seconds: float) -> float:
