@@ -160,3 +160,31 @@ async def test_a_reader_behind_a_whole_download_is_served_from_memory_not_the_di
         assert await read_through(reader, item) == data
         assert reader.statistics().disk_reads == 0
     assert tracker.ranges() == [(0, item.size)]
+
+
+async def test_eight_sequential_readers_each_stream_with_a_fair_share_of_the_budget() -> None:
+    """No reader is left to fetch read by read while another holds the whole budget."""
+    size = 16 * MiB
+    files = {f"s{n}": random.Random(n).randbytes(size) for n in range(8)}
+    tracker = MemoryTracker(chunk=256 << 10)
+    tracker.add("P-1", *((ident, f"{ident}.bin", data) for ident, data in files.items()))
+    attachments = {a.id: a for a in tracker.issues["P-1"].attachments or ()}
+    results: dict[str, bytes] = {}
+    async with open_reader(tracker, cache_bytes=32 * MiB, max_window=64 * MiB) as reader:
+
+        async def read(ident: str) -> None:
+            state = reader.open(attachments[ident])
+            out = bytearray()
+            for offset in range(0, size, 2 * BLOCK_SIZE):
+                out += await reader.read(state, offset, 2 * BLOCK_SIZE)
+                await trio.lowlevel.checkpoint()
+            results[ident] = bytes(out)
+
+        async with trio.open_nursery() as nursery:
+            for ident in files:
+                nursery.start_soon(read, ident)
+        stats = reader.statistics()
+    assert results == files
+    assert stats.bytes_fetched == 8 * size
+    # 16 MiB budget / 8 readers = 2 MiB windows: fetches of about 1 MiB, not of one read each
+    assert stats.fetches <= 8 * size // MiB * 2

@@ -15,7 +15,10 @@ byte-budgeted LRU.
 - Readahead of every reader together is bounded by one prefetch budget per mount (the
   blocks readers have asked for beyond where they read; half the block cache by
   default), so readers never push each other's unread blocks out of the cache and the
-  number of fetches stays bounded. Blocks a read needs now are always fetched.
+  number of fetches stays bounded. It is shared fairly: no sequential reader's window
+  grows beyond the budget over the number of sequential readers open, so eight readers
+  each stream with an eighth rather than the first holding it all and the rest fetching
+  read by read. Blocks a read needs now are always fetched.
 - A connection dropped mid-fetch is resumed from the first missing block.
 - With an on-disk content cache (`core.content_cache`), blocks found there are read from
   disk instead of fetched, and every fetched block is handed to it (write behind).
@@ -76,7 +79,7 @@ class Lead:
     blocks: int = 0
 
 
-@dataclass(slots=True, weakref_slot=True)
+@dataclass(slots=True, weakref_slot=True, eq=False)
 class ReadState:
     """Where one open file's reader is, and how much it reads ahead.
 
@@ -214,6 +217,8 @@ class Reader:
         self.prefetch_blocks = max(1, budget // BLOCK_SIZE)
         #: the sum of every open reader's lead (blocks ahead of its read position)
         self._lead_blocks = 0
+        #: open readers that read ahead (sequential runs): they share the prefetch budget
+        self._streams: weakref.WeakSet[ReadState] = weakref.WeakSet()
         #: bytes of the blocks in `_pending`
         self._pending_bytes = 0
         #: attachments whose whole-file download (no Range) is running → the blocks asked of it
@@ -253,6 +258,8 @@ class Reader:
         self._fetch_missing(attachment, first, last + 1)
         if sequential:
             self._read_ahead(state, last + 1)
+        else:
+            self._streams.discard(state)
         self._count_lead(state, last + 1)
         start = offset - first * BLOCK_SIZE
         if first == last:
@@ -293,9 +300,16 @@ class Reader:
         )
 
     def _read_ahead(self, state: ReadState, after: int) -> None:
-        """Keep at least half a window of blocks after `after` cached or on the way."""
+        """Keep at least half a window of blocks after `after` cached or on the way.
+
+        The window is at most this reader's fair share of the prefetch budget (the budget
+        over the sequential readers open), so that a reader that came first cannot hold
+        the whole budget and leave the others to fetch each read on demand.
+        """
         blocks = self._block_count(state.attachment)
-        window = max(1, state.window // BLOCK_SIZE)
+        self._streams.add(state)
+        share = max(1, self.prefetch_blocks // len(self._streams))
+        window = max(1, min(state.window // BLOCK_SIZE, share))
         # Blocks up to `ahead` were scheduled by this reader before; do not scan them again.
         index = max(after, state.ahead)
         while index < blocks and index < after + window and self._present(state.attachment, index):
