@@ -280,3 +280,22 @@ def test_pieces_are_the_readers_blocks() -> None:
     """Block-aligned fetches then arrive as whole blocks, which the reader takes uncopied."""
     assert threaded.PIECE == BLOCK_SIZE
     assert threaded.GATHER % BLOCK_SIZE == 0
+
+
+async def test_a_body_left_early_ends_its_receiving_thread_and_its_connection(
+    serve: Callable[..., Server],
+) -> None:
+    """The thread that runs ahead of the reader stops when the reader goes, even while it
+    waits for room, and the half-read connection is never reused."""
+    server = serve(serve_range)
+    async with httpx.AsyncClient(transport=transport()) as client:
+        for _ in range(3):
+            async with client.stream(
+                "GET", server.url, headers={"Range": f"bytes=0-{len(BODY) - 1}"}
+            ) as response:
+                async for chunk in response.aiter_raw():
+                    assert chunk == BODY[: len(chunk)]
+                    break
+            await trio.sleep(0.05)  # the thread, left with no room, waits; the close must end it
+        assert await fetch(client, server.url, 0, 1000) == BODY[:1000]
+    assert server.connections == 4

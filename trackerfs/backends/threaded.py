@@ -19,12 +19,14 @@ shutting the socket down, which ends a blocked `recv` at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import select
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -37,6 +39,9 @@ PIECE = 128 << 10
 #: A body read on the worker thread gathers this much (or the rest of the body) before
 #: it is handed on: fewer hand-overs to the trio thread per megabyte.
 GATHER = 4 * PIECE
+#: Batches of GATHER bytes a body's receiving thread may have ready before the trio side
+#: took them: the receiving runs ahead of the handing on, within bounds.
+AHEAD = 4
 #: An answer whose whole body is this small is read with its headers, so that its
 #: connection can be reused even when nobody reads the body (a redirect, an error).
 SMALL_BODY = 64 << 10
@@ -346,12 +351,20 @@ def _receive(response: http.client.HTTPResponse, size: int, *, exact: bool = Tru
 
 
 class _ThreadedBody(httpx.AsyncByteStream):
-    """The body of one threaded answer, received piece by piece on worker threads."""
+    """The body of one threaded answer, received by a thread of its own.
+
+    The thread receives while the trio side hands on what arrived before: up to AHEAD
+    batches of GATHER bytes wait for the trio side, which takes them in order. The thread
+    posts each batch with `run_sync_soon` (no waiting for the trio side to run it).
+    """
 
     def __init__(self, transport: ThreadedContentTransport, exchange: _Exchange, body: bytes | None) -> None:
         self._transport = transport
         self._exchange = exchange
         self._body = body
+        self._ready: deque[list[bytes] | BaseException] = deque()
+        self._arrived: trio.Event | None = None
+        self._credits = threading.Semaphore(AHEAD)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._body is not None:
@@ -359,11 +372,61 @@ class _ThreadedBody(httpx.AsyncByteStream):
                 yield self._body
             return
         exchange = self._exchange
-        while not exchange.done:
-            pieces = await self._transport._run(exchange, self._transport.read, exchange)
-            for piece in pieces:
+        token = trio.lowlevel.current_trio_token()
+        with exchange.lock:
+            exchange.busy = True
+        trio.lowlevel.start_thread_soon(functools.partial(self._receive_all, token), _ignore)
+        while True:
+            while not self._ready:
+                self._arrived = trio.Event()
+                await self._arrived.wait()
+            item = self._ready.popleft()
+            self._credits.release()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            for piece in item:
                 yield piece
 
     async def aclose(self) -> None:
         if not self._exchange.done:
             self._exchange.abort()
+        self._credits.release()  # a receiving thread waiting for room sees the abort
+
+    def _receive_all(self, token: trio.lowlevel.TrioToken) -> None:
+        """On the body's own thread: receive batches until the end, an error or an abort."""
+        exchange = self._exchange
+        try:
+            while not exchange.done:
+                self._credits.acquire()
+                if exchange.aborted:
+                    return
+                try:
+                    pieces = self._transport.read(exchange)
+                except BaseException as exc:  # httpx's errors, raised on the trio side
+                    self._post(token, exc)
+                    return
+                if pieces:
+                    self._post(token, pieces)
+            self._post(token, [])
+        finally:
+            with exchange.lock:
+                exchange.busy = False
+                connection = exchange.connection if exchange.aborted else None
+            if connection is not None:
+                connection.close()
+
+    def _post(self, token: trio.lowlevel.TrioToken, item: list[bytes] | BaseException) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(self._deliver, item)
+
+    def _deliver(self, item: list[bytes] | BaseException) -> None:
+        """On the trio thread: a batch (or the error, or [] for the end) is ready."""
+        self._ready.append(item)
+        if self._arrived is not None:
+            self._arrived.set()
+
+
+def _ignore(outcome: object) -> None:
+    """What a body's receiving thread returns is posted on the way; nothing is left."""
