@@ -42,9 +42,10 @@ GATHER = 4 * PIECE
 #: Batches of GATHER bytes a body's receiving thread may have ready before the trio side
 #: took them: the receiving runs ahead of the handing on, within bounds.
 AHEAD = 4
-#: An answer whose whole body is this small is read with its headers, so that its
-#: connection can be reused even when nobody reads the body (a redirect, an error).
-SMALL_BODY = 64 << 10
+#: An answer whose whole body is no larger is read with its head, in the same thread call:
+#: a redirect or an error body (its connection is then reused even when nobody reads the
+#: body), and the block or two of a random read (no thread of its own for that).
+WITH_HEAD = GATHER
 KEEPALIVE_EXPIRY = 5.0
 MAX_IDLE_PER_ORIGIN = 8
 
@@ -186,8 +187,8 @@ class ThreadedContentTransport(httpx.AsyncBaseTransport):
 
     def _open(
         self, request: httpx.Request, exchange: _Exchange, timeouts: dict[str, float | None]
-    ) -> tuple[http.client.HTTPResponse, bytes | None]:
-        """Send `request`; its answer's status and headers (and its body, if small)."""
+    ) -> tuple[http.client.HTTPResponse, list[bytes] | None]:
+        """Send `request`; its answer's status and headers (and its body's pieces, if small)."""
         url = request.url
         origin: Origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         connection = self._take_idle(origin)
@@ -207,7 +208,7 @@ class ThreadedContentTransport(httpx.AsyncBaseTransport):
         request: httpx.Request,
         exchange: _Exchange,
         timeouts: dict[str, float | None],
-    ) -> tuple[http.client.HTTPResponse, bytes | None]:
+    ) -> tuple[http.client.HTTPResponse, list[bytes] | None]:
         target = request.url.raw_path.decode("ascii")
         try:
             connection.sock.settimeout(timeouts.get("write"))
@@ -230,8 +231,8 @@ class ThreadedContentTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
         exchange.response = response
         length = response.length
-        if length is not None and length <= SMALL_BODY:
-            body = _receive(response, length) if length else b""
+        if length is not None and length <= WITH_HEAD:
+            body = [_receive(response, min(PIECE, length - start)) for start in range(0, length, PIECE)]
             self._finish(exchange)
             return response, body
         return response, None
@@ -358,7 +359,9 @@ class _ThreadedBody(httpx.AsyncByteStream):
     posts each batch with `run_sync_soon` (no waiting for the trio side to run it).
     """
 
-    def __init__(self, transport: ThreadedContentTransport, exchange: _Exchange, body: bytes | None) -> None:
+    def __init__(
+        self, transport: ThreadedContentTransport, exchange: _Exchange, body: list[bytes] | None
+    ) -> None:
         self._transport = transport
         self._exchange = exchange
         self._body = body
@@ -368,8 +371,10 @@ class _ThreadedBody(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._body is not None:
-            if self._body:
-                yield self._body
+            # Handed on one by one and let go at once: what holds this stream may be in a
+            # reference cycle, and a piece kept with it would wait for the cyclic GC.
+            while self._body:
+                yield self._body.pop(0)
             return
         exchange = self._exchange
         token = trio.lowlevel.current_trio_token()
@@ -386,8 +391,8 @@ class _ThreadedBody(httpx.AsyncByteStream):
                 raise item
             if not item:
                 return
-            for piece in item:
-                yield piece
+            while item:
+                yield item.pop(0)
 
     async def aclose(self) -> None:
         if not self._exchange.done:
