@@ -25,6 +25,7 @@ import trustme
 from tests.support.cases import TrackerCase
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import TOKEN_ENV, Mount, force_unmount, write_config
+from tests.support.sockets import accept_each
 
 pytestmark = pytest.mark.mount
 
@@ -41,7 +42,7 @@ class TlsTerminator:
         self.port: int = self.listener.getsockname()[1]
         self.relayed = 0
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_each(self.listener, self._serve)
 
     @property
     def url(self) -> str:
@@ -49,14 +50,6 @@ class TlsTerminator:
 
     def close(self) -> None:
         self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
         try:

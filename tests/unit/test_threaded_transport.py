@@ -22,6 +22,7 @@ import pytest
 import trio
 import trustme
 
+from tests.support.sockets import accept_each
 from trackerfs.backends import threaded
 from trackerfs.backends.http import HttpClient, tls_context
 from trackerfs.backends.threaded import ThreadedContentTransport
@@ -69,23 +70,17 @@ class Server:
         self.port = self.listener.getsockname()[1]
         self.connections = 0
         self.requests: list[bytes] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._lock = threading.Lock()
+        accept_each(self.listener, self._serve)
 
     @property
     def url(self) -> str:
         return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}/blob"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
+    def _serve(self, conn: socket.socket) -> None:
+        with self._lock:
             script = self.scripts[min(self.connections, len(self.scripts) - 1)]
             self.connections += 1
-            threading.Thread(target=self._serve, args=(raw, script), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, script: Script) -> None:
         try:
             if self.context is not None:
                 conn = self.context.wrap_socket(conn, server_side=True)
