@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from tests.unit.memory_tracker import MemoryTracker
-from trackerfs.core.reader import BLOCK_SIZE, open_reader
+from trackerfs.core.reader import BLOCK_SIZE, SMALL_BLOCK, open_reader
 from trackerfs.errors import BadResponseError, TemporaryError
 
 MiB = 1 << 20
@@ -26,13 +26,47 @@ def attachment(tracker: MemoryTracker, ident: str = "a1"):
     return next(a for a in tracker.issues["P-1"].attachments or () if a.id == ident)
 
 
-async def test_random_read_fetches_one_aligned_block(tracker: MemoryTracker) -> None:
+async def test_a_small_random_read_fetches_only_the_small_piece_it_needs(tracker: MemoryTracker) -> None:
     async with open_reader(tracker) as reader:
         state = reader.open(attachment(tracker))
         offset = 5 * MiB + 100
         assert await reader.read(state, offset, 4096) == DATA[offset : offset + 4096]
+        assert (
+            await reader.read(reader.open(attachment(tracker)), offset + 2000, 4096)
+            == DATA[offset + 2000 : offset + 6096]
+        )
+    piece = offset // SMALL_BLOCK * SMALL_BLOCK
+    assert tracker.ranges() == [(piece, piece + SMALL_BLOCK)], "the second read was served by the piece"
+
+
+async def test_a_small_read_across_two_pieces_fetches_both_in_one_range(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        offset = 7 * SMALL_BLOCK - 100
+        assert (
+            await reader.read(reader.open(attachment(tracker)), offset + MiB, 4096)
+            == DATA[offset + MiB : offset + MiB + 4096]
+        )
+    start = MiB + 6 * SMALL_BLOCK
+    assert tracker.ranges() == [(start, start + 2 * SMALL_BLOCK)]
+
+
+async def test_a_larger_random_read_fetches_its_aligned_block(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        state = reader.open(attachment(tracker))
+        offset = 5 * MiB + 100
+        assert await reader.read(state, offset, 64 << 10) == DATA[offset : offset + (64 << 10)]
     block = offset // BLOCK_SIZE
     assert tracker.ranges() == [(block * BLOCK_SIZE, (block + 1) * BLOCK_SIZE)]
+
+
+async def test_a_small_read_inside_a_cached_block_fetches_nothing(tracker: MemoryTracker) -> None:
+    async with open_reader(tracker) as reader:
+        await reader.read(reader.open(attachment(tracker)), 3 * BLOCK_SIZE, 64 << 10)
+        calls = len(tracker.ranges())
+        offset = 3 * BLOCK_SIZE + 70_000
+        got = await reader.read(reader.open(attachment(tracker)), offset, 4096)
+    assert got == DATA[offset : offset + 4096]
+    assert len(tracker.ranges()) == calls
 
 
 async def test_read_across_blocks_and_at_the_end(tracker: MemoryTracker) -> None:
