@@ -115,6 +115,14 @@ class _Exchange:
                 raise httpx.ReadError("request cancelled")
             self.connection = connection
 
+    def release(self) -> None:
+        """A worker thread is done with the connection: closed if the exchange was aborted."""
+        with self.lock:
+            self.busy = False
+            connection = self.connection if self.aborted else None
+        if connection is not None:
+            connection.close()
+
     def abort(self) -> None:
         with self.lock:
             self.aborted = True
@@ -177,11 +185,7 @@ class ThreadedContentTransport(httpx.AsyncBaseTransport):
         try:
             return function(*args)
         finally:
-            with exchange.lock:
-                exchange.busy = False
-                close = exchange.aborted and exchange.connection is not None
-            if close and exchange.connection is not None:
-                exchange.connection.close()
+            exchange.release()
 
     # -- on the worker thread ------------------------------------------------------------
 
@@ -416,11 +420,7 @@ class _ThreadedBody(httpx.AsyncByteStream):
                     self._post(token, pieces)
             self._post(token, [])
         finally:
-            with exchange.lock:
-                exchange.busy = False
-                connection = exchange.connection if exchange.aborted else None
-            if connection is not None:
-                connection.close()
+            exchange.release()
 
     def _post(self, token: trio.lowlevel.TrioToken, item: list[bytes] | BaseException) -> None:
         with contextlib.suppress(trio.RunFinishedError):
