@@ -23,7 +23,7 @@ from trackerfs.emulator.state import EmulatorState
 
 CONTROL_PREFIX = "/_emulator"
 #: headers every origin logs; a dialect adds its vendor's (``Dialect.logged_headers``)
-LOGGED_HEADERS = ("content-type", "range", "user-agent")
+LOGGED_HEADERS = ("content-type", "content-length", "transfer-encoding", "range", "user-agent")
 
 
 class _TruncatedError(Exception):
@@ -160,15 +160,21 @@ class RecorderMiddleware:
                 entry["bytes_sent"] += len(body)
             await send(message)
 
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and entry["status"] is None:
+                entry["status"] = "cut"  # the client went away before the answer began
+            return message
+
         if rule is None or rule.action in ("truncate", "delay"):
             try:
-                await self.app(scope, receive, recording_send)
+                await self.app(scope, recording_receive, recording_send)
             except _TruncatedError:
                 # Returning without the final body message makes the server close the
                 # connection: the client sees fewer bytes than Content-Length announced.
                 entry["truncated"] = True
             return
-        await _drain(receive)
+        await _drain(recording_receive)
         if rule.action == "drop":
             entry["status"] = "dropped"
             if not _drop_connection(scope):
