@@ -186,6 +186,8 @@ def test_recovery_runs_behind_a_live_mount(
     first = mount_at(tmp_path / "w", case, clean_emulator).start()
     target = first.path / case.project / case.plain_issue
     copy = subprocess.Popen(["cp", str(source), str(target)], stderr=subprocess.PIPE)
+    # The close began the upload (a file this large may be sent while written, before it).
+    wait_for(lambda: upload_started(first.state), "the close to start the upload", timeout=60)
     wait_for(lambda: upload_reached(clean_emulator, case), "the upload to reach the tracker", timeout=60)
     crash(first)
     assert copy.wait(timeout=30) != 0

@@ -115,6 +115,9 @@ class TrackerCase:
     honours_range: bool = True
     #: the tracker may store an upload under another name than the one asked for
     renames_uploads: bool = False
+    #: a large file written in order is uploaded while it is written (a body of unknown
+    #: length, sent chunked); else every upload starts at close, with its length
+    grows_uploads: bool = False
     #: one issue may hold several attachments of one name
     duplicate_names_allowed: bool = True
     #: the issue listing carries the attachments (no request per issue)
@@ -293,6 +296,7 @@ def jira_case(
         account_check=Route(f"{api}/myself", "GET"),
         content_path=content_path,
         issue_cap_option="max_issues",
+        grows_uploads=True,
         login_page="/login.jsp",
         issue_page="/browse/{issue}",
         vendor_client=jira_vendor_client(api.rsplit("/", 1)[-1]),

@@ -199,7 +199,7 @@ async def test_upload_bodies_read_the_spool_in_worker_threads(tmp_path: Path) ->
 
     body = MultipartBody([FilePart("file", "data", source.stat().st_size, Recording)])  # type: ignore[arg-type]
     pieces = [piece async for piece in body.stream()]
-    assert sum(map(len, pieces)) == len(body)
+    assert sum(map(len, pieces)) == body.length
     assert source.read_bytes() in b"".join(pieces)
     assert readers and threading.get_ident() not in readers
     assert max(map(len, pieces)) == 1 << 20

@@ -20,6 +20,27 @@ from trackerfs.model import Account, Attachment, Issue, Limits, Permissions, Pro
 UploadSource = Callable[[], BinaryIO]
 
 
+class GrowingSource(ABC):
+    """The bytes of a file still being written, for an upload that starts before its end.
+
+    Calling it opens a fresh binary file positioned at 0, as an `UploadSource` does; the
+    file holds only the bytes written so far, and `ready` says when more may be read.
+    """
+
+    @abstractmethod
+    def __call__(self) -> BinaryIO:
+        """A fresh binary file positioned at 0 (called per attempt)."""
+
+    @abstractmethod
+    async def ready(self, position: int, want: int) -> int:
+        """Wait until `want` bytes past `position` are written, or the file ended sooner.
+
+        Returns how many bytes may be read at `position` (at most `want`); 0 means the
+        file ends at `position`. Raises OSError when the upload must be given up (the
+        bytes already sent were changed).
+        """
+
+
 class Tracker(ABC):
     """A tracker account as a tree of projects, issues and attachments."""
 
@@ -28,6 +49,9 @@ class Tracker(ABC):
     #: What this tracker calls its projects and issues, for messages.
     project_noun: ClassVar[str] = "project"
     issue_noun: ClassVar[str] = "issue"
+    #: Whether `upload_growing` works: the tracker takes an upload body of unknown length
+    #: (HTTP/1.1 chunked), so a large file is sent while it is still being written.
+    grows_uploads: ClassVar[bool] = False
     #: The profile keys this backend reads besides the general ones, checked before it is
     #: built; the checked values reach its constructor as `BackendOptions`.
     profile_keys: ClassVar[Mapping[str, ProfileKey]] = {}
@@ -125,6 +149,14 @@ class Tracker(ABC):
 
     async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
         """Attach a file to an issue and return the attachment the tracker made."""
+        raise NotImplementedError
+
+    async def upload_growing(self, issue: Issue, filename: str, source: GrowingSource) -> Attachment:
+        """Attach a file that is still being written: its body is sent as it grows.
+
+        Only for a tracker whose `grows_uploads` is true: the request has no length
+        (chunked), which some servers refuse. The result is that of `upload`.
+        """
         raise NotImplementedError
 
     async def delete(self, issue: Issue, attachment: Attachment) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from trackerfs.backends.base import Tracker, UploadSource
+from trackerfs.backends.base import GrowingSource, Tracker, UploadSource
 from trackerfs.backends.http import Answer, Credentials, HttpClient, decode_json
 from trackerfs.backends.multipart import FilePart, MultipartBody
 from trackerfs.backends.records import (
@@ -76,6 +76,10 @@ class JiraTracker(Tracker):
     """A Jira site (Cloud or Data Center) as projects → issues → attachments."""
 
     name: ClassVar[str] = "jira"
+    #: Jira's attachment resource reads the multipart stream to its closing boundary
+    #: (Tomcat takes chunked request bodies); a proxy that refuses one answers 411, and
+    #: the file is then uploaded at close with its length.
+    grows_uploads: ClassVar[bool] = True
     profile_keys: ClassVar[Mapping[str, ProfileKey]] = {
         "flavour": ProfileKey(
             str,
@@ -271,11 +275,18 @@ class JiraTracker(Tracker):
         )
 
     async def upload(self, issue: Issue, filename: str, size: int, source: UploadSource) -> Attachment:
+        return await self._upload(issue, FilePart("file", filename, size, source))
+
+    async def upload_growing(self, issue: Issue, filename: str, source: GrowingSource) -> Attachment:
+        return await self._upload(issue, FilePart("file", filename, None, source))
+
+    async def _upload(self, issue: Issue, part: FilePart) -> Attachment:
+        filename = part.filename
         response = await self.http.request(
             "POST",
             f"{self.api}/issue/{quote(issue.key, safe='')}/attachments",
             headers={"X-Atlassian-Token": "no-check"},
-            body=MultipartBody([FilePart("file", filename, size, source)]),
+            body=MultipartBody([part]),
         )
         created = records(expect_list(decode_json(response), "upload response"), "attachment", ("id",))
         if not created:

@@ -2,7 +2,9 @@
 
 The body is produced in 1 MiB pieces read from the spool file in a worker thread, with
 its length known in advance (no chunked encoding, which some trackers refuse for uploads), and
-can be produced again from the start for a retry.
+can be produced again from the start for a retry. A file part of unknown size (a
+`GrowingSource`: a file still being written) makes a body of unknown length, sent chunked
+by the HTTP client; its pieces follow the writer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from urllib.parse import quote
 
 import trio
 
+from trackerfs.backends.base import GrowingSource
+
 CHUNK = 1 << 20
 #: What RFC 5987 lets through unencoded besides letters, digits and `_.-~`.
 RFC5987_SAFE = "!#$&+^`|"
@@ -22,11 +26,14 @@ RFC5987_SAFE = "!#$&+^`|"
 
 @dataclass(frozen=True, slots=True)
 class FilePart:
-    """A file part: `open()` gives a fresh binary file positioned at 0 holding `size` bytes."""
+    """A file part: `open()` gives a fresh binary file positioned at 0 holding `size` bytes.
+
+    A size of None is a file still being written: `open` is then a `GrowingSource`.
+    """
 
     name: str
     filename: str
-    size: int
+    size: int | None
     open: Callable[[], BinaryIO]
     content_type: str = "application/octet-stream"
     #: send the name percent-encoded, in `filename` and as RFC 5987's `filename*`, for a
@@ -75,16 +82,24 @@ class MultipartBody:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Content-Type (with the boundary) and Content-Length."""
-        return {
-            "Content-Type": f"multipart/form-data; boundary={self.boundary}",
-            "Content-Length": str(len(self)),
-        }
+        """Content-Type (with the boundary) and Content-Length, where the length is known."""
+        headers = {"Content-Type": f"multipart/form-data; boundary={self.boundary}"}
+        length = self.length
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        return headers
 
-    def __len__(self) -> int:
+    @property
+    def length(self) -> int | None:
+        """The body's length in bytes; None while a file part is still being written."""
         body = sum(len(head) + 2 for head in self._heads) + len(self._tail)
         for part in self._parts:
-            body += part.size if isinstance(part, FilePart) else len(part.value)
+            if isinstance(part, FieldPart):
+                body += len(part.value)
+            elif part.size is None:
+                return None
+            else:
+                body += part.size
         return body
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -94,17 +109,33 @@ class MultipartBody:
             if isinstance(part, FieldPart):
                 yield part.value
             else:
-                # Disk reads run in a worker thread: a slow disk must not stall the daemon.
-                source = await trio.to_thread.run_sync(part.open)
-                try:
-                    left = part.size
-                    while left > 0:
-                        chunk = await trio.to_thread.run_sync(source.read, min(CHUNK, left))
-                        if not chunk:
-                            raise OSError(f"{part.filename}: the file is shorter than {part.size} bytes")
-                        left -= len(chunk)
-                        yield chunk
-                finally:
-                    source.close()
+                async for chunk in _file_pieces(part):
+                    yield chunk
             yield b"\r\n"
         yield self._tail
+
+
+async def _file_pieces(part: FilePart) -> AsyncIterator[bytes]:
+    """The bytes of a file part, in pieces of up to CHUNK (following a growing file)."""
+    growing = part.open if isinstance(part.open, GrowingSource) and part.size is None else None
+    if part.size is None and growing is None:
+        raise TypeError(f"{part.filename}: a part of unknown size needs a GrowingSource")
+    # Disk reads run in a worker thread: a slow disk must not stall the daemon.
+    source = await trio.to_thread.run_sync(part.open)
+    try:
+        position = 0
+        while True:
+            if growing is not None:
+                want = await growing.ready(position, CHUNK)
+            else:
+                assert part.size is not None
+                want = min(CHUNK, part.size - position)
+            if want <= 0:
+                return
+            chunk = await trio.to_thread.run_sync(source.read, want)
+            if len(chunk) < want:
+                raise OSError(f"{part.filename}: the file is shorter than {position + want} bytes")
+            position += len(chunk)
+            yield chunk
+    finally:
+        source.close()

@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trio
 
@@ -35,6 +35,9 @@ from trackerfs.core.statedir import (
 )
 from trackerfs.errors import TrackerError
 from trackerfs.model import Attachment
+
+if TYPE_CHECKING:
+    from trackerfs.core.streaming import StreamedUpload
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +303,11 @@ class LocalFile:
     mtime: float = field(default_factory=time.time)
     #: one upload at a time per file: a second close waits and finds nothing to do
     upload_lock: trio.Lock = field(default_factory=trio.Lock)
+    #: bytes written in order from the first byte, while the file holds nothing else
+    #: (None after a write elsewhere): such a file may be uploaded while it is written
+    in_order: int | None = 0
+    #: the upload sent while the file is written (`core.streaming`), if one runs
+    streamed: StreamedUpload | None = None
 
     def change(self, what: Change) -> LocalState:
         """Move to the state `what` leads to; LocalStateError if it is not allowed here."""
@@ -312,6 +320,8 @@ class LocalFile:
         self.state = after
         if after is not LocalState.REFUSED:
             self.refusal = None
+        if after in (LocalState.REFUSED, LocalState.DISCARDED) and self.streamed is not None:
+            self.streamed.give_up(f"the file was {after.value}")
         return after
 
     def refuse(self, why: TrackerError) -> TrackerError:

@@ -49,6 +49,7 @@ from trackerfs.core.spool import (
     keep_orphans,
     move_to_recovery,
 )
+from trackerfs.core.streaming import STREAM_AFTER, StreamedUpload
 from trackerfs.core.tempnames import is_lock_file, is_temporary
 from trackerfs.errors import (
     BadResponseError,
@@ -104,6 +105,10 @@ class Writer:
         self._idle.set()
         #: set at unmount: recovery finishes the file in hand and leaves the rest in the spool
         self._stop_recovery = False
+        #: where uploads sent while their file is written run (`core.streaming`); none
+        #: (set by the mount) or a tracker that needs every body's length: upload at close
+        self.background: trio.Nursery | None = None
+        self._streams = tracker.grows_uploads
 
     # -- creating and opening -------------------------------------------------------------
 
@@ -210,8 +215,12 @@ class Writer:
 
     # -- changing bytes ---------------------------------------------------------------------
 
-    def write(self, local: LocalFile, offset: int, data: bytes) -> int:
-        """Write to a local file; EFBIG at once when it would exceed the upload limit."""
+    def write(self, local: LocalFile, offset: int, data: bytes, *, node: Node | None = None) -> int:
+        """Write to a local file; EFBIG at once when it would exceed the upload limit.
+
+        With the `node` it is written through, a large file written in order starts
+        its upload now, the body following the writer (`core.streaming`).
+        """
         self._check_size(local, offset + len(data))
         try:
             written = local.spooled.pwrite(data, offset)
@@ -220,6 +229,11 @@ class Writer:
             raise local.refuse(refusal(f"the spool disk refused a write: {exc.strerror}")) from exc
         local.change(Change.WRITE)
         local.mtime = time.time()
+        local.in_order = local.in_order + written if local.in_order == offset else None
+        if local.streamed is not None:
+            local.streamed.wrote(offset, written)
+        elif node is not None:
+            self._maybe_stream(node, local)
         return written
 
     def truncate(self, local: LocalFile, size: int) -> None:
@@ -231,6 +245,78 @@ class Writer:
         local.spooled.truncate(size)
         local.change(Change.EMPTY if size == 0 else Change.TRUNCATE)
         local.mtime = time.time()
+        local.in_order = 0 if size == 0 else None
+        if local.streamed is not None:
+            local.streamed.give_up(f"truncated to {size} bytes")
+
+    # -- uploading while written --------------------------------------------------------
+
+    def _maybe_stream(self, node: Node, local: LocalFile) -> None:
+        """Start the upload of a large file written in order, if the tracker takes it so."""
+        entry = node.entry
+        if (
+            not self._streams
+            or self.background is None
+            or local.in_order is None
+            or local.in_order < STREAM_AFTER
+            or local.temporary
+            or local.state is not LocalState.WRITING
+            or not isinstance(entry, LocalEntry)
+            or entry.local is not local
+            or local.spooled.size() != local.in_order
+        ):
+            return
+        progress = UploadProgress(entry.issue.key, node.name, 0)
+        streamed = StreamedUpload(local.spooled, progress)
+        local.streamed = streamed
+        log.info("uploading %s/%s while it is written", entry.issue.key, node.name)
+        self.background.start_soon(self._stream, entry.issue, node.name, streamed)
+
+    async def _stream(self, issue: Issue, name: str, streamed: StreamedUpload) -> None:
+        """The request of an upload sent while its file is written (one task per upload)."""
+        self.in_flight.append(streamed.progress)
+        try:
+            with streamed.scope:
+                try:
+                    streamed.result = await self.tracker.upload_growing(issue, name, streamed)
+                except (TrackerError, OSError) as exc:
+                    streamed.error = exc
+                    self._streaming_failed(issue, name, streamed, exc)
+                except Exception as exc:  # classified like any upload's when joined
+                    log.exception("unexpected failure of the upload of %s/%s", issue.key, name)
+                    streamed.error = exc
+        finally:
+            self.in_flight.remove(streamed.progress)
+            streamed.done.set()
+
+    def _streaming_failed(self, issue: Issue, name: str, streamed: StreamedUpload, exc: Exception) -> None:
+        if _needs_length(exc) and self._streams:
+            self._streams = False
+            log.warning("the tracker wants the length of every upload: files are uploaded when closed")
+        if streamed.final is None:
+            log.info("%s/%s: the upload sent while it was written failed (%s)", issue.key, name, exc)
+
+    async def _join(self, streamed: StreamedUpload, size: int) -> Attachment | None:
+        """The attachment an upload sent while written made, once its body ends at `size`.
+
+        None where it was given up or failed before its body's end: nothing landed, and
+        the caller uploads the file. A failure after it is raised, as any upload's.
+        """
+        if streamed.following and streamed.written != size:
+            streamed.give_up(f"{streamed.written} bytes were sent for a file of {size}")
+        streamed.finish(size)
+        try:
+            with self._busy():
+                await streamed.done.wait()
+        except BaseException:
+            streamed.cancel()
+            raise
+        if streamed.result is not None:
+            return streamed.result
+        error = streamed.error
+        if streamed.given_up is not None or error is None or not streamed.sent_all or _needs_length(error):
+            return None
+        raise error
 
     def _check_size(self, local: LocalFile, size: int) -> None:
         """EFBIG for a file that would grow past the tracker's upload limit.
@@ -272,7 +358,8 @@ class Writer:
         if limit is not None and size > limit:
             raise TooLargeError(f"{node.name}: {size} bytes is over the tracker's limit of {limit}")
         known = [item.id for item in self.namespace.cached_files(node.parent).values()]
-        started = time.time()
+        streamed, local.streamed, local.in_order = local.streamed, None, None
+        started = streamed.started if streamed is not None else time.time()
         spooled.save(
             known=known,
             state=PENDING,
@@ -289,7 +376,7 @@ class Writer:
         replaced = [*([local.replaces] if local.replaces else []), *node.supersedes]
         try:
             before = {*known, *(old.id for old in replaced)}
-            attachment = await self._send(issue, node.name, size, spooled, before, started)
+            attachment = await self._send(issue, node.name, size, spooled, before, started, streamed)
         except BaseException:
             local.change(Change.FAIL)
             raise
@@ -323,16 +410,29 @@ class Writer:
         self.namespace.uploaded(node, attachment)
 
     async def _send(
-        self, issue: Issue, name: str, size: int, spooled: SpoolFile, before: set[str], started: float
+        self,
+        issue: Issue,
+        name: str,
+        size: int,
+        spooled: SpoolFile,
+        before: set[str],
+        started: float,
+        streamed: StreamedUpload | None = None,
     ) -> Attachment:
         """Upload, and where the answer was lost, ask the tracker whether it landed.
 
         Landed: that attachment is the result (never a second copy). Surely not (the
         tracker's listing lacks it): one more try. Cannot tell: the error, bytes kept.
+        The first try is the upload sent while the file was written, if there is one.
         """
         lost: TrackerError | None = None
         for attempt in range(2):
             try:
+                if streamed is not None:
+                    joined, streamed = streamed, None
+                    landed = await self._join(joined, size)
+                    if landed is not None:
+                        return landed
                 with self._sending(issue.key, name, size, spooled) as source:
                     return await self.tracker.upload(issue, name, size, source)
             except (OutcomeUnknownError, BadResponseError) as exc:
@@ -651,6 +751,8 @@ class Writer:
                 await self._check_may_replace(issue, target.entry.attachment, new_name)
             else:
                 await self._check_may_create(issue, new_name)
+        if local.streamed is not None:
+            local.streamed.give_up(f"renamed to {new_name}")  # its request carries the old name
         # The attachment this file was overwriting goes only once the new bytes are on the
         # tracker, so a failed upload leaves it there; meanwhile it is no longer listed.
         if local.replaces:
@@ -897,3 +999,8 @@ def refuse_read_only(attachment: Attachment, path: str, what: str) -> None:
     """EPERM, before any request, for changing an attachment the tracker says is fixed."""
     if attachment.read_only:
         raise NotPermittedError(f"{path}: the tracker does not let this attachment be {what}")
+
+
+def _needs_length(error: Exception) -> bool:
+    """Whether an upload failed for being sent without its length (411 Length Required)."""
+    return isinstance(error, TrackerError) and error.status == HTTPStatus.LENGTH_REQUIRED

@@ -271,6 +271,8 @@ async def _serve(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, writers)
+            for writer in writers:
+                writer.background = nursery
             for one in mounted:
                 if one.pending:
                     nursery.start_soon(one.writer.recover, one.pending, RecoveryReport(one.profile.state_dir))

@@ -349,7 +349,7 @@ class Operations(pyfuse3.Operations):
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
         local = await self._local_for_change(handle)
-        return self.writer.write(local, off, buf)
+        return self.writer.write(local, off, buf, node=handle.node)
 
     async def _local_for_change(self, handle: OpenFile) -> LocalFile:
         local = await self.writer.begin_overwrite(handle.node, truncate=False)
