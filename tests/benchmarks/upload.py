@@ -53,8 +53,8 @@ def run(bench: Bench) -> Section:
         ("`curl -F file=@FILE` to the emulator", curl_seconds, "curl-upload.bin"),
         ("`cp FILE` into the issue through trackerfs", cp_seconds, "cp-upload.bin"),
         ("1 MiB write() calls + close() through trackerfs", writing + closing, "split-upload.bin"),
-        ("… of which the write() calls (spooled to local disk)", writing, ""),
-        ("… of which close() (the multipart POST)", closing, ""),
+        ("… of which the write() calls (spooled; the upload follows them)", writing, ""),
+        ("… of which close() (the rest of the POST and its answer)", closing, ""),
     ):
         rate = mb_per_s(big.size, seconds)
         intact = (
@@ -89,8 +89,9 @@ def run(bench: Bench) -> Section:
         [uploads, memory],
         [
             "Both uploads end at the same emulator endpoint (a streamed multipart parser in Python),"
-            " which bounds both. `cp` returns when close() does, and trackerfs uploads on close:"
-            " its time covers spooling to local disk and the POST.",
+            " which bounds both. `cp` returns when close() does, after the tracker confirmed the"
+            " upload. A file written in order is sent while it is written (one chunked POST that"
+            " follows the writer through the spool), so the spooling and the POST overlap.",
             "`stored intact` compares the sha256 the emulator stored with the local file's.",
             "The last three rows are a second upload of the same file by a Python writer that times"
             " its write() calls and its close() separately.",
