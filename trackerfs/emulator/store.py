@@ -182,8 +182,14 @@ class Store:
         self.issues: dict[str, Issue] = {}
         self.comments: dict[str, Comment] = {}
         self.attachments: dict[str, Attachment] = {}
+        #: attachment ids by issue (in creation order) and by blob: listings of big trees
+        #: must not scan every attachment per issue
+        self._of_issue: dict[str, dict[str, None]] = {}
+        self._by_blob: dict[str, str] = {}
         self._serials = itertools.count()
         self._clock: datetime | None = None
+        #: the latest time handed out: every stored time comes from `_now`
+        self._latest: datetime | None = None
         blob_dir.mkdir(parents=True, exist_ok=True)
 
     def new_id(self, kind: Kind) -> str:
@@ -200,20 +206,14 @@ class Store:
         # the seed even when the wall clock is behind the seed's dates.
         if self._clock is not None:
             now, self._clock = self._clock, self._clock + timedelta(minutes=1)
-            return now
-        latest = max(
-            itertools.chain(
-                (a.created for a in self.attachments.values()),
-                (i.updated for i in self.issues.values()),
-                (c.created for c in self.comments.values()),
-            ),
-            default=None,
-        )
-        now = datetime.now(UTC)
-        # vendors show milliseconds; keep stored times equal to what is shown
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        if latest is not None and now <= latest:
-            now = latest + timedelta(milliseconds=1)
+        else:
+            now = datetime.now(UTC)
+            # vendors show milliseconds; keep stored times equal to what is shown
+            now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+            if self._latest is not None and now <= self._latest:
+                now = self._latest + timedelta(milliseconds=1)
+        if self._latest is None or now > self._latest:
+            self._latest = now
         return now
 
     # -- spaces and projects ----------------------------------------------------------------
@@ -330,11 +330,12 @@ class Store:
     # -- attachments ------------------------------------------------------------------------
     def attachments_of(self, issue_id: str) -> list[Attachment]:
         """The attachments of an issue, oldest first."""
-        return [a for a in self.attachments.values() if a.issue == issue_id]
+        return [self.attachments[ident] for ident in self._of_issue.get(issue_id, ())]
 
     def attachment_by_blob(self, blob_name: str) -> Attachment | None:
         """The attachment whose bytes are ``blob_name``."""
-        return next((a for a in self.attachments.values() if a.blob_name == blob_name), None)
+        ident = self._by_blob.get(blob_name)
+        return None if ident is None else self.attachments.get(ident)
 
     def blob_path(self, attachment: Attachment) -> Path:
         """Where the bytes of a blob attachment are."""
@@ -425,6 +426,9 @@ class Store:
         if attachment.comment is not None and self.comments[attachment.comment].issue != issue.id:
             raise ValueError(f"comment {attachment.comment} is not on issue {issue.id}")
         self.attachments[attachment.id] = attachment
+        self._of_issue.setdefault(issue.id, {})[attachment.id] = None
+        if attachment.blob_name is not None:
+            self._by_blob[attachment.blob_name] = attachment.id
         issue.updated = attachment.created
         return attachment
 
@@ -453,7 +457,9 @@ class Store:
         """Remove an attachment and its blob; ``None`` when there is no such attachment."""
         attachment = self.attachments.pop(attachment_id, None)
         if attachment is not None:
+            self._of_issue.get(attachment.issue, {}).pop(attachment_id, None)
             if attachment.blob_name is not None:
+                self._by_blob.pop(attachment.blob_name, None)
                 self.blob_path(attachment).unlink(missing_ok=True)
             self.issues[attachment.issue].updated = self._now()
         return attachment
@@ -465,7 +471,10 @@ class Store:
         self.issues.clear()
         self.comments.clear()
         self.attachments.clear()
+        self._of_issue.clear()
+        self._by_blob.clear()
         self._serials = itertools.count()
         self._clock = None
+        self._latest = None
         shutil.rmtree(self.blob_dir, ignore_errors=True)
         self.blob_dir.mkdir(parents=True, exist_ok=True)
