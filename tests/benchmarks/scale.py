@@ -28,6 +28,10 @@ class Scale:
     #: tasks of the Asana project `find` sweeps, and the Asana plan whose rate limit applies
     asana_tasks: int = 1000
     asana_plan: str = "free"
+    #: the big trees: a project of this many issues of so many files, one issue of many files
+    tree_issues: int = 10_000
+    tree_files_per_issue: int = 3
+    wide_issue_files: int = 10_000
 
 
 FULL = Scale(
@@ -53,4 +57,6 @@ QUICK = Scale(
     repeats=1,
     # just over one free minute's budget: the budget waits once, the client meets 429s
     asana_tasks=160,
+    tree_issues=2000,
+    wide_issue_files=2000,
 )

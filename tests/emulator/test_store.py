@@ -151,3 +151,21 @@ def test_page_tokens_round_trip_and_forged_ones_are_refused() -> None:
     page = page_of(list(range(12)), 10, 50, 5)
     assert (page.items, page.size, page.is_last) == ([10, 11], 5, True)
     assert not page_of(list(range(12)), 0, 5, 5).is_last
+
+
+async def test_issues_made_in_bulk_carry_their_small_files(
+    state: EmulatorState, api: httpx.AsyncClient
+) -> None:
+    await api.post("/_emulator/projects", json={"key": "TREE", "name": "Tree"})
+    made = await api.post("/_emulator/issues", json={"project": "TREE", "count": 3, "attachments": 2})
+    assert made.status_code == 201
+    assert made.json() == {"keys": ["TREE-1", "TREE-2", "TREE-3"], "added": 3}
+    names = sorted(
+        (state.store.issues[a.issue].key, a.filename)
+        for a in state.store.attachments.values()
+        if state.store.issues[a.issue].key.startswith("TREE-")
+    )
+    assert names == [(f"TREE-{n}", f"note-{i:04d}.txt") for n in (1, 2, 3) for i in (0, 1)]
+    for wrong in ({"count": 0}, {"count": True}, {"attachments": 101}, {"count": "3"}):
+        answer = await api.post("/_emulator/issues", json={"project": "TREE", **wrong})
+        assert answer.status_code == 400

@@ -201,6 +201,12 @@ class EmulatorProcess:
         result: dict[str, str] = self._json("POST", "/projects", {"key": key, "name": name or key})
         return result
 
+    def add_issues(self, project: str, count: int, attachments: int) -> list[str]:
+        """Create `count` issues of `attachments` small files each, in one call; their keys."""
+        body = {"project": self._keys.get(project, project), "count": count, "attachments": attachments}
+        result: dict[str, Any] = self._json("POST", "/issues", body)
+        return [str(key) for key in result["keys"]]
+
     def add_issue(self, project: str, summary: str = "Issue") -> dict[str, str]:
         """Create the next issue of ``project`` (its key or name); returns ``{key, id}``."""
         body = {"project": self._keys.get(project, project), "summary": summary}

@@ -28,6 +28,11 @@ async def _json_body(request: Request) -> Any:
         return None
 
 
+def _whole(value: Any, low: int, high: int) -> bool:
+    """Whether `value` is an integer (not a bool) from `low` to `high`."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def control_routes(state: EmulatorState) -> list[BaseRoute]:
     """Routes of the control API."""
 
@@ -128,8 +133,23 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         project = state.store.project_by_key(str(body.get("project"))) if isinstance(body, dict) else None
         if project is None:
             return _problem(400, "expected {project: an existing key, summary}")
-        issue = state.store.add_issue(project.id, str(body.get("summary") or "Issue"))
-        return AsciiJSONResponse({"key": issue.key, "id": issue.id}, status_code=201)
+        summary = str(body.get("summary") or "Issue")
+        if "count" not in body and "attachments" not in body:
+            issue = state.store.add_issue(project.id, summary)
+            return AsciiJSONResponse({"key": issue.key, "id": issue.id}, status_code=201)
+        # In bulk, for the trees of the benchmarks: `count` issues of `attachments` small files.
+        count, files = body.get("count", 1), body.get("attachments", 0)
+        if not _whole(count, 1, 100_000) or not _whole(files, 0, 100):
+            return _problem(400, "expected {project, summary, count: 1 to 100000, attachments: 0 to 100}")
+        keys = []
+        for number in range(count):
+            issue = state.store.add_issue(project.id, f"{summary} {number}")
+            for index in range(files):
+                name = f"note-{index:04d}.txt"
+                data = f"{issue.key} {name}\n".encode()
+                state.store.add_attachment(issue.id, name, data, author=state.token_owner)
+            keys.append(issue.key)
+        return AsciiJSONResponse({"keys": keys, "added": count}, status_code=201)
 
     async def many_attachments(request: Request) -> Response:
         issue = state.store.issue_by_key(request.path_params["key"])
@@ -137,7 +157,7 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         count = body.get("count") if isinstance(body, dict) else None
         if issue is None:
             return _problem(404, "no such issue")
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= 100_000:
+        if not _whole(count, 1, 100_000):
             return _problem(400, "expected {count: 1 to 100000, prefix}")
         prefix = str(body.get("prefix") or "file-")
         owner = state.token_owner
