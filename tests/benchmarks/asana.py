@@ -103,6 +103,7 @@ def asana_mount(emulator: EmulatorProcess, workdir: Path, **settings: Any) -> It
         tracker="asana",
         profile={"workspace": WORKSPACE, **settings},
         name="bench-asana",
+        debug=False,
     )
     try:
         yield mount.start()

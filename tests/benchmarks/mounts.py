@@ -36,6 +36,7 @@ def trackerfs_mount(emulator: EmulatorProcess, workdir: Path, **settings: Any) -
         tracker="jira",
         profile={**PROFILE, **settings},
         name="bench",
+        debug=False,
     )
     try:
         yield mount.start()

@@ -98,6 +98,7 @@ def mounted(bench: Bench, emulator: EmulatorProcess, label: str) -> Iterator[Pat
         tracker="openproject",
         profile={},
         name="bench",
+        debug=False,
     )
     try:
         yield mount.start().path

@@ -135,6 +135,7 @@ def waldur_mount(site: Site, workdir: Path, cache: Path) -> Iterator[Path]:
         tracker="waldur",
         profile={"cache_dir": str(cache)},
         name="bench",
+        debug=False,
     )
     try:
         yield mount.start().path

@@ -131,6 +131,7 @@ def run(bench: Bench) -> Section:
                 tracker="yandex",
                 profile={"org_id": ORG},
                 name="bench",
+                debug=False,
             )
 
         with mount("read") as mounted:

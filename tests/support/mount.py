@@ -70,8 +70,12 @@ class Mount:
         tracker: str,
         profile: dict[str, Any],
         name: str = "test",
+        debug: bool = True,
     ) -> None:
         self.workdir = workdir
+        #: log every request and FUSE operation (the tests read those lines; benchmarks
+        #: mount as a user does, without)
+        self.debug = debug
         self.path = workdir / "mnt"
         self.path.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "trackerfs.log"
@@ -99,7 +103,7 @@ class Mount:
                     "trackerfs",
                     "mount",
                     "--foreground",
-                    "--debug",
+                    *(["--debug"] if self.debug else []),
                     "--config",
                     str(self.config),
                     self.name,
