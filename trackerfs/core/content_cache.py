@@ -10,10 +10,13 @@ attachment and a small index of which blocks of it are present:
 The file names are a hash of the attachment id (ids come from servers: untrusted text).
 
 - **Write behind.** The reader hands over every block it fetched; a worker thread writes
-  them in batches. When the disk falls behind, blocks are skipped rather than queued
-  without bound, so a cold read is never slowed to the disk's pace.
-- **Crash-safe.** Blocks are written to the data file at once and served from it
-  (the page cache); the index on disk follows later: once the writer has been idle for
+  them in batches of `WRITE_BATCH` bytes (one hand-over per block cost a cold read more
+  than the writing), around the page cache where the filesystem allows (`diskio`: a
+  page-cache copy of every block cost more CPU than the read that fetched it). When the
+  disk falls behind, blocks are skipped rather than queued without bound, so a cold read
+  is never slowed to the disk's pace.
+- **Crash-safe.** Blocks are written to the data file soon and served from it; the
+  index on disk follows later: once the writer has been idle for
   `SYNC_DELAY` seconds, at most `SYNC_MAX_AGE` seconds after a block was written, and at
   unmount, the data file is fsynced and then the index replaced atomically (temp,
   fsync, rename). The index never names a block whose bytes are not on disk, so a kill
@@ -45,6 +48,7 @@ from typing import Any
 
 import trio
 
+from trackerfs.core.diskio import DiskWriter
 from trackerfs.model import Attachment
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,10 @@ log = logging.getLogger(__name__)
 WRITE_BEHIND_BYTES = 64 << 20
 #: Buffers per pwritev call, well inside every system's IOV_MAX (1024 on Linux).
 MAX_IOVEC = 512
+#: Bytes of queued blocks that make a batch for the writer thread …
+WRITE_BATCH = 8 << 20
+#: … or seconds after which a smaller batch is written all the same.
+BATCH_DELAY = 0.05
 #: Seconds the writer waits, idle, before it makes what it wrote durable (fsync, index).
 SYNC_DELAY = 2.0
 #: Seconds a written block may wait for its index while writes never pause.
@@ -160,6 +168,8 @@ class ContentCache:
         self._room = trio.Event()
         self._room.set()
         self._wakeup = trio.Event()
+        #: when the first block of `_queue` was queued (trio clock)
+        self._queued_since = 0.0
         self._writing = trio.Lock()
         #: entries with blocks written but not yet named by their index on disk
         self._unsynced: dict[str, Entry] = {}
@@ -168,6 +178,8 @@ class ContentCache:
         #: ids discarded while a batch that holds them was being written
         self._discarded: set[str] = set()
         self._stats = ContentCacheStatistics()
+        #: writes and hashes data files, around the page cache where it can
+        self._disk = DiskWriter()
 
     @property
     def enabled(self) -> bool:
@@ -212,19 +224,27 @@ class ContentCache:
         return found
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write queued blocks until cancelled (run in the mount's nursery); sync them later."""
+        """Write queued blocks until cancelled (run in the mount's nursery); sync them later.
+
+        Blocks are written in batches of `WRITE_BATCH` bytes, or `BATCH_DELAY` seconds
+        after the first of a smaller batch was queued: one hand-over to a worker thread per
+        block would cost a cold read more than the writing itself.
+        """
         task_status.started()
         while True:
-            deadline = math.inf
+            now = trio.current_time()
+            sync_at = math.inf
             if self._unsynced_since is not None:
-                deadline = min(trio.current_time() + SYNC_DELAY, self._unsynced_since + SYNC_MAX_AGE)
-            with trio.move_on_at(deadline):
+                sync_at = min(now + SYNC_DELAY, self._unsynced_since + SYNC_MAX_AGE)
+            write_at = self._queued_since + BATCH_DELAY if self._queue else math.inf
+            with trio.move_on_at(min(sync_at, write_at)):
                 await self._wakeup.wait()
-            if self._wakeup.is_set():
+            late = trio.current_time() >= write_at
+            if self._wakeup.is_set() or (self._queue and late):
                 self._wakeup = trio.Event()
-                await self._write_queued()
+                await self._write_queued(everything=late)
             # Idle for SYNC_DELAY, or writing without a pause for SYNC_MAX_AGE.
-            if self._unsynced_since is not None and trio.current_time() >= deadline:
+            if self._unsynced_since is not None and trio.current_time() >= sync_at:
                 await self.sync()
 
     async def drain(self) -> None:
@@ -276,10 +296,11 @@ class ContentCache:
             os.close(fd)
         os.replace(temp, index_path)
 
-    async def _write_queued(self) -> None:
-        """Write every block queued so far to the data files (durable only after `sync`)."""
+    async def _write_queued(self, *, everything: bool = True) -> None:
+        """Write the blocks queued so far to the data files (durable only after `sync`):
+        every one, or (not `everything`) as many whole batches as are queued."""
         async with self._writing:
-            while self._queue:
+            while self._queue and (everything or self._queued_bytes >= WRITE_BATCH):
                 batch, self._queue = self._queue, []
                 writes = self._prepare(batch)
                 try:
@@ -367,12 +388,16 @@ class ContentCache:
         if self._queued_bytes + len(data) > WRITE_BEHIND_BYTES:
             self._stats.skipped_bytes += len(data)
             return
+        first = not self._queue
+        if first:
+            self._queued_since = trio.current_time()
         self._queue.append((attachment, index, data))
         self._queued[(attachment.id, index)] = data
         self._queued_bytes += len(data)
         if self._queued_bytes > WRITE_BEHIND_BYTES // 2:
             self._room = trio.Event() if self._room.is_set() else self._room
-        self._wakeup.set()
+        if first or self._queued_bytes >= WRITE_BATCH:
+            self._wakeup.set()  # to write a whole batch, or to start the batch's clock
 
     def _prepare(self, batch: list[tuple[Attachment, int, bytes]]) -> list[_Write]:
         grouped: dict[str, list[tuple[Attachment, int, bytes]]] = {}
@@ -415,18 +440,21 @@ class ContentCache:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if write.fresh else 0)
         fd = os.open(data_path, flags, 0o600)
         try:
-            # One system call per run of consecutive blocks: fewer hand-overs of the GIL
-            # to and from the thread that serves reads.
+            # One system call per run of consecutive blocks (a few where they go around the
+            # page cache): fewer hand-overs of the GIL to and from the thread that serves reads.
             for first, run in _runs_of(write.blocks):
-                written = os.pwritev(fd, run, first * self.block_size)
-                if written != sum(len(block) for block in run):
-                    # A disk that fills mid-write takes part of it and says so only by
-                    # the count: the rest would be a hole that reads back as zeros.
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self._disk.write(fd, str(data_path), first * self.block_size, run)
         finally:
             os.close(fd)
-        if write.verify and not _matches(data_path, entry.checksum):
+        if write.verify and not self._matches(data_path, entry.checksum):
             write.mismatch = True
+
+    def _matches(self, path: Path, checksum: str) -> bool:
+        """Whether the file's digest is `checksum` (`ALGORITHM:HEX`; unknown algorithms pass)."""
+        algorithm, _, expected = checksum.partition(":")
+        if algorithm not in ALGORITHMS or not expected:
+            return True
+        return self._disk.digest(str(path), algorithm) == expected.strip().lower()
 
     async def _commit(self, writes: list[_Write]) -> None:
         for write in writes:
@@ -581,18 +609,6 @@ def _runs_of(blocks: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]
         previous = index
     if run:
         yield first, run
-
-
-def _matches(path: Path, checksum: str) -> bool:
-    """Whether the file's digest is `checksum` (`ALGORITHM:HEX`; unknown algorithms pass)."""
-    algorithm, _, expected = checksum.partition(":")
-    if algorithm not in ALGORITHMS or not expected:
-        return True
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as data:
-        while chunk := data.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest() == expected.strip().lower()
 
 
 def _read_index(path: Path) -> Entry:
