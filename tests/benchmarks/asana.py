@@ -27,6 +27,7 @@ from tests.benchmarks.data import file_sha256, write_random_file
 from tests.benchmarks.report import Section, Table, ratio, size_text
 from tests.benchmarks.runners import MB, cat, curl_get
 from tests.benchmarks.scale import PAGE_SIZE, UPLOAD_LIMIT
+from tests.benchmarks.tracker_io import CurlUpload, random_reads, stored_by_name, uploads
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
 
@@ -43,6 +44,8 @@ SWEEP_PROJECT, SWEEP_NAME = "SWEEP", "Sweep"
 URL_LIFE = 2
 #: requests a minute on each plan, as Asana allows them and as the profile is set
 BUDGETS = {"free": 150, "paid": 1500}
+#: The uploads' size: within the 100 MB Asana accepts for one attachment.
+UPLOAD_SIZE = 96 << 20
 #: uploads of the sweep's small files in flight at once (the rate limit is off then)
 UPLOADERS = 8
 
@@ -56,6 +59,15 @@ def api(emulator: EmulatorProcess) -> httpx.Client:
     )
 
 
+def upload_endpoint(emulator: EmulatorProcess, task: str) -> CurlUpload:
+    """`POST /attachments` with the task as `parent` and the file, as curl sends it."""
+    return CurlUpload(
+        f"{emulator.base_url}{API}/attachments",
+        {"Authorization": f"Bearer {emulator.token}"},
+        form=[f"parent={task}"],
+    )
+
+
 def build(emulator: EmulatorProcess, directory: Path, big_bytes: int, tasks: int) -> dict[str, Any]:
     """The big file in a task of TEST, and a project of `tasks` tasks with one file each."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -63,17 +75,7 @@ def build(emulator: EmulatorProcess, directory: Path, big_bytes: int, tasks: int
     sha = write_random_file(big, big_bytes, seed=6)
     task = emulator.add_issue(BIG_PROJECT, BIG_TASK)["id"]
     log.info("uploading %s to the Asana emulator with curl -F", size_text(big_bytes))
-    subprocess.run(
-        [
-            "curl", "-s", "-S", "-f",
-            "-H", f"Authorization: Bearer {emulator.token}",
-            "-F", f"parent={task}",
-            "-F", f"file=@{big};filename={BIG_NAME}",
-            f"{emulator.base_url}{API}/attachments",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    upload_endpoint(emulator, task).run(big, BIG_NAME)
     [item] = [a for a in emulator.attachments() if a["issue_id"] == task]
     assert item["sha256"] == sha == file_sha256(big)
     project = emulator.add_project(SWEEP_PROJECT, SWEEP_NAME)
@@ -232,15 +234,29 @@ def run(bench: Bench) -> Section:
         data = build(emulator, workdir / "data", bench.scale.big_bytes, bench.scale.asana_tasks)
         reads = Table(["reader", "throughput", "vs curl", "download_url asked", "storage requests", "403s"])
         cold_read(bench, emulator, data, reads)
+        task_dir = f"{BIG_PROJECT_NAME}/{BIG_TASK}"
+        big = data["big"]
+        with asana_mount(emulator, bench.mount_dir("asana-random")) as mount:
+            path = mount.path / task_dir / BIG_NAME
+            fio = random_reads(None, mount.path, path, big["size"], bench.scale.fio_seconds)
+        with asana_mount(emulator, bench.mount_dir("asana-upload")) as mount:
+            stored = stored_by_name(emulator.attachments, data["big_task"], key="issue_id")
+            endpoint = upload_endpoint(emulator, data["big_task"])
+            sample = workdir / "data" / "upload.bin"
+            sha = write_random_file(sample, min(bench.scale.big_bytes, UPLOAD_SIZE), seed=7)
+            sent = uploads(sample, sha, endpoint, mount.path / task_dir, stored)
         finds = Table(["sweep", "wall time", "API requests", "429s seen"])
         notes = sweep(bench, emulator, data, finds)
     return Section(
         NAME,
         "6. Asana",
-        [reads, finds],
+        [reads, fio, sent, finds],
         [
             f"Cold read of {size_text(data['big']['size'])} from the emulator's S3-style storage (Python,"
             " about 0.2 GB/s at best); every trackerfs mount is fresh and its disk cache off.",
+            "fio and the uploads: the same measures as sections 2 and 4, on this dialect (the"
+            " download_url living as long as Asana's; uploads, of at most the 100 MB Asana takes, to"
+            " `POST /attachments` with the task as `parent`).",
             *notes,
         ],
     )

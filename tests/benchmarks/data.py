@@ -6,11 +6,10 @@ from httpx; projects and issues through the control API.
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import json
 import logging
 import random
-import subprocess
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 
 from tests.benchmarks.scale import MiB, Scale
+from tests.benchmarks.tracker_io import CurlUpload
 from tests.support.emulator import EmulatorProcess
 
 log = logging.getLogger(__name__)
@@ -117,24 +117,12 @@ def upload_url(emulator: EmulatorProcess, issue: str) -> str:
 def curl_upload(emulator: EmulatorProcess, issue: str, path: Path, filename: str) -> list[dict[str, Any]]:
     """POST a file as Jira's multipart `file` part with curl, streamed from disk."""
     user, token = emulator.auth
-    result = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-S",
-            "-f",
-            "-u",
-            f"{user}:{token}",
-            "-H",
-            "X-Atlassian-Token: no-check",
-            "-F",
-            f"file=@{path};filename={filename}",
-            upload_url(emulator, issue),
-        ],
-        check=True,
-        capture_output=True,
+    basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+    endpoint = CurlUpload(
+        upload_url(emulator, issue), {"Authorization": f"Basic {basic}", "X-Atlassian-Token": "no-check"}
     )
-    created: list[dict[str, Any]] = json.loads(result.stdout)
+    _, created = endpoint.run(path, filename)
+    assert isinstance(created, list)
     return created
 
 

@@ -9,6 +9,7 @@ asks the same questions one after the other.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -26,6 +27,7 @@ from tests.benchmarks.data import CHUNK, small_file
 from tests.benchmarks.report import Section, Table, ratio, size_text
 from tests.benchmarks.runners import cat, mb_per_s
 from tests.benchmarks.scale import PAGE_SIZE, UPLOAD_LIMIT
+from tests.benchmarks.tracker_io import CurlUpload, random_reads, stored_by_name, uploads
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
 
@@ -115,11 +117,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cold_reads(bench: Bench, table: Table) -> None:
-    """`cat` of one file on a fresh mount, in each content mode, checked by sha256."""
+def cold_reads(bench: Bench, table: Table) -> list[Table]:
+    """`cat` of one file on a fresh mount, in each content mode, checked by sha256; fio
+    random reads of it in each mode; an upload of it against curl's (the last mode)."""
     size = max(bench.scale.big_bytes // READ_SHARE, 1 << 20)
     sample = bench.workdir / "emu" / "openproject-sample.bin"
     sha = write_sample(sample, size)
+    fio: Table | None = None
+    sent: Table | None = None
     for flavour in ("local", "remote"):
         with start(bench.workdir / "emu", flavour, bench.nginx.url) as emulator:
             emulator.add_project(PROJECT, "Performance")
@@ -143,6 +148,25 @@ def cold_reads(bench: Bench, table: Table) -> None:
                 media,
                 intact,
             )
+            with mounted(bench, emulator, f"random-{flavour}") as root:
+                path = root / PROJECT.lower() / key / sample.name
+                fio = random_reads(fio, root, path, size, bench.scale.fio_seconds, f"{flavour} storage")
+            if flavour != "remote":
+                continue  # uploads go to the API either way: one measure is enough
+            with mounted(bench, emulator, f"upload-{flavour}") as root:
+                curl = CurlUpload(
+                    f"{emulator.base_url}{API}/work_packages/{key}/attachments",
+                    {
+                        "Authorization": "Basic "
+                        + base64.b64encode(f"apikey:{emulator.token}".encode()).decode()
+                    },
+                    form=['metadata={{"fileName": "{filename}"}};type=application/json'],
+                )
+                sent = uploads(
+                    sample, sha, curl, root / PROJECT.lower() / key, stored_by_name(emulator.attachments, key)
+                )
+    assert fio is not None and sent is not None
+    return [fio, sent]
 
 
 def seed_work_packages(emulator: EmulatorProcess, count: int, files: int) -> list[str]:
@@ -227,16 +251,19 @@ def subprocess_find(path: Path) -> int:
 def run(bench: Bench) -> Section:
     """Cold reads in both content modes, then `find` against a client loop."""
     reads = Table(["operation", "wall time", "MB/s", "API requests", "nginx requests", "bytes intact"])
-    cold_reads(bench, reads)
+    io = cold_reads(bench, reads)
     finds = Table(["operation", "wall time", "API requests", "what was asked", "time vs the loop"])
     notes = find_cost(bench, finds)
     return Section(
         NAME,
         "6. OpenProject",
-        [reads, finds],
+        [reads, *io, finds],
         [
             "local: the emulator (hypercorn + starlette, about 0.2 GB/s) sends the bytes; remote: its"
             " 302 sends trackerfs to nginx without credentials, as OpenProject on S3 does.",
+            "fio and the uploads: the same measures as sections 2 and 4, on this dialect, in each"
+            " content mode (the upload, `POST …/work_packages/ID/attachments` with its `metadata`"
+            " part first, in the last one).",
             *notes,
             "The listing embeds no attachments, so both pay one request per work package; the"
             " mount's are concurrent only as far as `find` asks for directories one by one.",

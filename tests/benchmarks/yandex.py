@@ -24,6 +24,7 @@ from tests.benchmarks.metadata import command
 from tests.benchmarks.report import Section, Table, size_text
 from tests.benchmarks.runners import cat, mb_per_s
 from tests.benchmarks.scale import PAGE_SIZE, UPLOAD_LIMIT, Scale
+from tests.benchmarks.tracker_io import CurlUpload, random_reads, stored_by_name, uploads
 from tests.support.emulator import EmulatorProcess
 from tests.support.mount import Mount
 
@@ -151,6 +152,21 @@ def run(bench: Bench) -> Section:
             )
             intact = sha256_of(path) == sha
 
+        with mount("random") as mounted:
+            issue = next((mounted.path / FILE_QUEUE).iterdir())
+            fio = random_reads(None, mounted.path, issue / FILE_NAME, size, scale.fio_seconds)
+
+        with mount("upload") as mounted:
+            issue = next((mounted.path / FILE_QUEUE).iterdir())
+            curl = CurlUpload(
+                f"{emulator.base_url}/v2/issues/{issue.name}/attachments/",
+                headers(emulator),
+                name_parameter="filename",
+            )
+            upload = uploads(
+                workdir / FILE_NAME, sha, curl, issue, stored_by_name(emulator.attachments, issue.name)
+            )
+
         expected = math.ceil(scale.project_issues / PAGE_SIZE)
         with mount("find") as mounted:
             for state in ("cold", "warm"):
@@ -173,7 +189,7 @@ def run(bench: Bench) -> Section:
     return Section(
         NAME,
         "6. Yandex Tracker",
-        [table],
+        [table, fio, upload],
         [
             "Content comes from Tracker's own `content` URL (the emulator's hypercorn server, not"
             " nginx), with the token and `X-Org-ID`: the cold read is bounded by that server."
@@ -182,6 +198,9 @@ def run(bench: Bench) -> Section:
             " `POST _search` pages (attachments embedded with `expand=attachments`) and nothing per"
             " issue, beside the one `GET /v2/queues/` a fresh mount makes to find the queue; issues"
             " without comments need no comment lookups.",
+            "fio and the uploads: the same measures as sections 2 and 4, on this dialect (fetched"
+            " counts what the daemon fetched; the uploads go to `POST /v2/issues/KEY/attachments/`,"
+            " curl's and trackerfs's alike).",
             f"`find` printed {found} paths (expected"
             f" {1 + scale.project_issues * (1 + scale.files_per_issue)}).",
         ],
