@@ -69,12 +69,8 @@ class DiskWriter:
 
     def _write_direct(self, path: str, offset: int, blocks: Sequence[bytes]) -> int:
         """Write the aligned part of the run directly; bytes written (0: use the page cache)."""
-        try:
-            direct = os.open(path, os.O_WRONLY | os.O_CLOEXEC | O_DIRECT)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self._give_up(path, exc)
+        direct = self._open_direct(path, os.O_WRONLY)
+        if direct is None:
             return 0
         filled = written = 0
         try:
@@ -110,35 +106,42 @@ class DiskWriter:
 
     def digest(self, path: str, algorithm: str) -> str:
         """The hex digest of the file at `path`, read directly where it can."""
-        hasher = hashlib.new(algorithm)
-        if self.direct:
+        fd = self._open_direct(path, os.O_RDONLY) if self.direct else None
+        if fd is not None:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | O_DIRECT)
+                return self._digest_direct(fd, algorithm)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 self._give_up(path, exc)
-            else:
-                try:
-                    buffer = self._view()
-                    position = 0
-                    while count := os.preadv(fd, [buffer], position):
-                        hasher.update(buffer[:count])
-                        position += count
-                        if count < BUFFER_BYTES:
-                            break  # the end of the file
-                    return hasher.hexdigest()
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    self._give_up(path, exc)
-                    hasher = hashlib.new(algorithm)
-                finally:
-                    os.close(fd)
+            finally:
+                os.close(fd)
+        hasher = hashlib.new(algorithm)
         with open(path, "rb") as data:
             while chunk := data.read(1 << 20):
                 hasher.update(chunk)
         return hasher.hexdigest()
+
+    def _digest_direct(self, fd: int, algorithm: str) -> str:
+        hasher = hashlib.new(algorithm)
+        buffer = self._view()
+        position = 0
+        while count := os.preadv(fd, [buffer], position):
+            hasher.update(buffer[:count])
+            position += count
+            if count < BUFFER_BYTES:
+                break  # the end of the file
+        return hasher.hexdigest()
+
+    def _open_direct(self, path: str, flags: int) -> int | None:
+        """`path` opened with O_DIRECT; None (and direct I/O off from now on) if refused."""
+        try:
+            return os.open(path, flags | os.O_CLOEXEC | O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._give_up(path, exc)
+            return None
 
     def _view(self) -> memoryview:
         if self._buffer is None:
