@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -133,7 +134,28 @@ def environment(load_at_start: float, source_at_start: str) -> dict[str, str]:
         "nginx": _first_line(["nginx", "-v"]).rpartition(": ")[2],
         "curl": " ".join(_first_line(["curl", "--version"]).split()[:2]),
         "fio": _first_line(["fio", "--version"]),
+        "free page reporting (freed memory back to the host)": _page_reporting(),
     }
+
+
+def _page_reporting() -> str:
+    """What the kernel's free page reporting says of itself: its parameters, and how much
+    freed memory it has handed back to the host since boot (memory that costs a host page
+    fault when used again)."""
+    parameters = Path("/sys/module/page_reporting/parameters")
+    if not parameters.is_dir():
+        return "not in this kernel"
+    values = {}
+    for item in sorted(parameters.iterdir()):
+        with contextlib.suppress(OSError):
+            values[item.name] = item.read_text(encoding="utf-8").strip()
+    reported = values.pop("reported_kib", "")
+    for counter in ("passes", "walked"):
+        values.pop(counter, None)
+    shown = ", ".join(f"{name} {value}" for name, value in values.items())
+    if reported.isdigit():
+        shown += f"; {int(reported) / (1 << 20):.1f} GiB reported since boot"
+    return shown
 
 
 def scale_text(scale: Scale) -> str:

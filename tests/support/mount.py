@@ -91,6 +91,9 @@ class Mount:
         self.config = write_config(workdir / "config.toml", name, table)
         self.name = name
         self.env = dict(os.environ, **{TOKEN_ENV: token})
+        #: the daemon's working directory (`python -m trackerfs` imports the trackerfs found
+        #: there first): another revision's source tree, or None for this process's own
+        self.cwd: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mount:
@@ -113,6 +116,7 @@ class Mount:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
+                cwd=self.cwd,
             )
         wait_mounted(self.path, self.process, self.log)
         return self
