@@ -300,7 +300,7 @@ class ContentCache:
         """Write the blocks queued so far to the data files (durable only after `sync`):
         every one, or (not `everything`) as many whole batches as are queued."""
         async with self._writing:
-            while self._queue and (everything or self._queued_bytes >= WRITE_BATCH):
+            while self._queue and (everything or self._queued_bytes >= _batch_bytes()):
                 batch, self._queue = self._queue, []
                 writes = self._prepare(batch)
                 try:
@@ -396,7 +396,7 @@ class ContentCache:
         self._queued_bytes += len(data)
         if self._queued_bytes > WRITE_BEHIND_BYTES // 2:
             self._room = trio.Event() if self._room.is_set() else self._room
-        if first or self._queued_bytes >= WRITE_BATCH:
+        if first or self._queued_bytes >= _batch_bytes():
             self._wakeup.set()  # to write a whole batch, or to start the batch's clock
 
     def _prepare(self, batch: list[tuple[Attachment, int, bytes]]) -> list[_Write]:
@@ -593,6 +593,12 @@ class ContentCache:
     def _paths(self, attachment_id: str) -> tuple[Path, Path]:
         # The index first: without it the data file is never read.
         return self._index_path(attachment_id), self._data_path(attachment_id)
+
+
+def _batch_bytes() -> int:
+    """A whole batch: `WRITE_BATCH`, or less where the queue may not hold that much before a
+    download that must not skip waits for room (it then waits for one batch, not a delay)."""
+    return min(WRITE_BATCH, WRITE_BEHIND_BYTES // 2)
 
 
 def _runs_of(blocks: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
