@@ -42,13 +42,8 @@ class DiskWriter:
 
     def __init__(self, *, direct: bool = True) -> None:
         self.direct = direct and O_DIRECT != 0
+        #: made on the first direct write and kept for the writer's life (4 MiB)
         self._buffer: mmap.mmap | None = None
-
-    def close(self) -> None:
-        """Give the buffer back (it is made again on the next direct write)."""
-        if self._buffer is not None:
-            self._buffer.close()
-            self._buffer = None
 
     def write(self, fd: int, path: str, offset: int, blocks: Sequence[bytes]) -> None:
         """Write `blocks` back to back at `offset` of the file open as `fd` (buffered) at `path`.
