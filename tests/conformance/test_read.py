@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -234,6 +235,28 @@ def test_dd_skip_reads_the_right_bytes(mounted: Path, case: TrackerCase, emulato
         ["dd", f"if={big}", "bs=65536", "skip=37", "count=3", "status=none"], capture_output=True, check=True
     ).stdout
     assert out == emulator.content(item["id"])[37 * 65536 : 40 * 65536]
+
+
+def test_sequential_reads_reach_the_daemon_a_mebibyte_at_a_time(mounted: Path, case: TrackerCase) -> None:
+    """The profile's kernel readahead (1 MiB) holds after the mount is up: `cat` of the 8 MiB
+    file is about eight FUSE reads, not the 32 to 64 of the kernel's own 128 KiB."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may set a mount's kernel readahead (kernel_readahead_kb)")
+    device = mounted.stat().st_dev
+    setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    assert setting.read_text().strip() == "1024"
+    big = mounted / case.project / case.rich_issue / case.big_file
+    with big.open("rb") as handle:
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read by earlier tests
+    before = _fuse_reads(mounted)
+    size = len(big.read_bytes())
+    reads = _fuse_reads(mounted) - before
+    assert size // MiB <= reads <= size // MiB + 4, f"{reads} FUSE reads for {size} bytes"
+
+
+def _fuse_reads(mounted: Path) -> int:
+    status = json.loads((mounted / ".trackerfs" / "status.json").read_bytes())
+    return int(status["reads"]["reads"])
 
 
 def test_find_costs_pages_not_issues(

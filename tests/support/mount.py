@@ -11,6 +11,8 @@ from typing import Any
 
 TOKEN_ENV = "TRACKERFS_TEST_TOKEN"
 MOUNT_TIMEOUT = 30.0
+#: What the daemon logs once it is mounted and its first request was answered.
+ANNOUNCED = b"trackerfs.fuse.mount: mounted "
 
 
 def toml_value(value: Any) -> str:
@@ -51,6 +53,31 @@ def wait_mounted(
         if time.monotonic() > deadline:
             raise RuntimeError(f"not mounted after {timeout}s:\n{log.read_text(errors='replace')}")
         time.sleep(0.02)
+
+
+def wait_announced(
+    process: subprocess.Popen[bytes], log: Path, since: int, timeout: float = MOUNT_TIMEOUT
+) -> None:
+    """Poll until the daemon logged that it is mounted (after byte `since` of its log): the
+    moment a background mount returns and systemd hears READY=1, when the mount has had
+    its first answer from the kernel and its readahead is set."""
+    deadline = time.monotonic() + timeout
+    while ANNOUNCED not in _tail(log, since):
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"trackerfs exited with {process.returncode}:\n{log.read_text(errors='replace')}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"mounted but not announced after {timeout}s:\n{log.read_text(errors='replace')}"
+            )
+        time.sleep(0.02)
+
+
+def _tail(path: Path, since: int) -> bytes:
+    with path.open("rb") as log:
+        log.seek(since)
+        return log.read()
 
 
 def force_unmount(path: Path) -> None:
@@ -99,6 +126,7 @@ class Mount:
     def start(self) -> Mount:
         """Mount and wait until the mount point is live."""
         with self.log.open("ab") as log:
+            since = log.tell()
             self.process = subprocess.Popen(
                 [
                     sys.executable,
@@ -119,6 +147,7 @@ class Mount:
                 cwd=self.cwd,
             )
         wait_mounted(self.path, self.process, self.log)
+        wait_announced(self.process, self.log, since)
         return self
 
     def unmount(self, timeout: float = 30.0) -> int:

@@ -265,7 +265,6 @@ async def _serve(
         pyfuse3.init(operations, str(mountpoint), fuse_options(name, debug=debug_fuse))
     except RuntimeError as exc:
         raise ConfigError(f"cannot mount {mountpoint}: {exc}") from None
-    tune_kernel_readahead(mountpoint, readahead_kb)
     writers = [one.writer for one in mounted]
     clean = False
     try:
@@ -277,10 +276,7 @@ async def _serve(
                 if one.pending:
                     nursery.start_soon(one.writer.recover, one.pending, RecoveryReport(one.profile.state_dir))
             trackers = ", ".join(f"{one.profile.name} ({one.profile.tracker})" for one in mounted)
-            log.info("mounted %s at %s", trackers, mountpoint)
-            notify_systemd("READY=1")
-            if ready is not None:
-                ready()
+            nursery.start_soon(_announce, mountpoint, trackers, readahead_kb, ready)
             await pyfuse3.main()
             clean = True
             # Unmounted: the upload in hand finishes, the rest waits for the next mount.
@@ -293,6 +289,25 @@ async def _serve(
             one.writer.close()
             clear_status(one.profile.state_dir)
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
+
+
+async def _announce(mountpoint: Path, trackers: str, readahead_kb: int, ready: Ready | None) -> None:
+    """Once the kernel has taken the mount's INIT answer: the readahead, then the word that
+    the mount is up (the log, systemd, the parent waiting for it).
+
+    Any request to the mount waits for that exchange; this one is answered by the loop
+    that has just started, so it is made from a thread.
+    """
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    except OSError as exc:
+        log.debug("the mount did not answer its first request: %s", exc)
+    else:
+        tune_kernel_readahead(mountpoint, readahead_kb)
+    log.info("mounted %s at %s", trackers, mountpoint)
+    notify_systemd("READY=1")
+    if ready is not None:
+        ready()
 
 
 async def _settle(writers: Sequence[Writer]) -> None:
@@ -357,9 +372,12 @@ def run_mount_all(
 def tune_kernel_readahead(mountpoint: Path, kilobytes: int) -> None:
     """Let the kernel send reads of up to `kilobytes` at once (its FUSE default is 128).
 
-    Larger kernel reads mean fewer round trips through the daemon per megabyte. The mount's
-    device is found in /proc/self/mountinfo: stat() on our own mount point would wait
-    for a reply from this very process. Only root may write the setting; others keep 128.
+    Larger kernel reads mean fewer round trips through the daemon per megabyte. Written
+    only after the INIT exchange: when the kernel takes the INIT answer it lowers the
+    setting to the readahead that answer offers, which is at most the 128 KiB the kernel
+    itself proposed (libfuse never offers more than it was asked). The mount's device is
+    found in /proc/self/mountinfo: stat() on our own mount point would wait for a reply
+    from this very process. Only root may write the setting; others keep 128.
     """
     if kilobytes <= 0:
         return
