@@ -28,7 +28,7 @@ from tests.benchmarks import (
 from tests.benchmarks.bench import Bench, open_bench
 from tests.benchmarks.plots import draw
 from tests.benchmarks.report import Section, document, environment, scale_text, size_text, source_state
-from tests.benchmarks.runners import touch_memory
+from tests.benchmarks.runners import page_reporting_held, touch_memory
 from tests.benchmarks.scale import FULL, QUICK, GiB, Scale
 from tests.support.emulator import REPO_ROOT
 
@@ -85,7 +85,8 @@ def memory_warm_up(scale: Scale) -> dict[str, str]:
 
     The first pass is what memory the machine never used costs (on a VM with lazily backed
     memory, several times the second pass); afterwards the first measured read of a series
-    costs what the others do, so every run counts alike.
+    costs what the others do, so every run counts alike, as long as the freed memory stays
+    backed (`page_reporting_held`: at most 5 minutes, so each section starts with a warm-up).
     """
     size = int(available_memory() * PREFAULT_SHARE) // GiB * GiB if scale.big_bytes >= GiB else 0
     if size <= 0:
@@ -122,17 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     if load > BUSY:
         log.warning("load average %.2f: something else is running, the figures will suffer", load)
 
-    warm_up = memory_warm_up(scale)
     sections: list[Section] = []
-    with open_bench(args.workdir, scale) as bench:
-        for name in (name for name in SECTIONS if name in names):
-            log.info("running %s", name)
-            section = SECTIONS[name](bench)
-            sections.append(section)
-            print("\n" + section.markdown() + "\n", flush=True)
+    with page_reporting_held() as held:
+        for what, state in held.items():
+            log.info("%s: %s", what, state)
+        warm_up: dict[str, str] = {}
+        with open_bench(args.workdir, scale) as bench:
+            for name in (name for name in SECTIONS if name in names):
+                # Before each section: no writeback of what the set-up or the last section
+                # wrote left to compete with it, and memory backed again (the hold is 5 min).
+                os.sync()
+                figures = memory_warm_up(scale)
+                warm_up = warm_up or figures  # the table shows the first, from the coldest memory
+                log.info("running %s", name)
+                section = SECTIONS[name](bench)
+                sections.append(section)
+                print("\n" + section.markdown() + "\n", flush=True)
 
     output.mkdir(parents=True, exist_ok=True)
-    machine = {**environment(load, source), **warm_up}
+    machine = {**environment(load, source), **held, **warm_up}
     (output / "results.md").write_text(document(sections, machine, scale), encoding="utf-8")
     for section in sections:
         for chart in section.charts:

@@ -20,7 +20,7 @@ from tests.benchmarks.bench import RCLONE_DIR, RCLONE_TUNED, Bench
 from tests.benchmarks.data import BIG_ISSUE, PROJECT, curl_upload
 from tests.benchmarks.mounts import memory_status
 from tests.benchmarks.report import Section, Table, ratio, size_text
-from tests.benchmarks.runners import MB, cat
+from tests.benchmarks.runners import MB, cat, settle
 from tests.support.emulator import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ HTTPX_SCRIPT = "import sys; from tests.benchmarks.runners import httpx_get; http
 
 def parallel(commands: list[list[str]]) -> tuple[float, list[float]]:
     """Start every command at once; the wall time until the last ends, and each one's time."""
+    settle()
     started = time.perf_counter()
     running = [
         subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=REPO_ROOT)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +17,22 @@ import httpx
 import trio
 
 MB = 1_000_000
+#: The kernel's free page reporting setting (a VM guest's; see `page_reporting_held`), and
+#: the longest a freed page may be kept from the host that the kernel takes (5 minutes).
+REPORTING = Path("/sys/module/page_reporting/parameters/min_free_ms")
+HOLD_MS = 300_000
+
+
+def settle() -> None:
+    """Write back what earlier steps left dirty, before a measured step: a set-up that has
+    just written a GiB would otherwise have the kernel writing it back (for up to 30 s)
+    during the first runs of a series, and only theirs."""
+    os.sync()
 
 
 def timed(command: list[str]) -> float:
     """Run a command (output discarded, failure raised); its wall time in seconds."""
+    settle()
     started = time.perf_counter()
     subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -49,6 +64,7 @@ def httpx_get(url: str) -> float:
                 received += len(chunk)
         return received
 
+    settle()
     started = time.perf_counter()
     trio.run(download)
     return time.perf_counter() - started
@@ -56,6 +72,7 @@ def httpx_get(url: str) -> float:
 
 def write_then_close(source: Path, target: Path, chunk: int = 1 << 20) -> tuple[float, float]:
     """Copy `source` to `target` in `chunk`-sized writes: seconds in open + write, then in close."""
+    settle()
     started = time.perf_counter()
     with source.open("rb") as reader, target.open("wb", buffering=0) as writer:
         while data := reader.read(chunk):
@@ -83,6 +100,37 @@ def touch_memory(size: int) -> float:
         for offset in range(0, size, page):
             memory[offset] = 1
         return time.perf_counter() - started
+
+
+@contextmanager
+def page_reporting_held() -> Iterator[dict[str, str]]:
+    """Keep the memory freed during a run backed by the host for as long as the kernel
+    allows (HOLD_MS); the setting found is put back afterwards.
+
+    A VM guest with free page reporting hands memory it freed back to the host; with
+    `min_free_ms 0` within seconds, and every page of it used again is a host page fault
+    (about 2 s per GiB on the machine of docs/benchmarks.md, the warm-up's first pass
+    against its second). A cold read through FUSE fills the kernel's page cache with a
+    GiB of such pages per GiB read, and unmounting frees them, where a raw download reuses
+    a few buffers: run to run, the figures would measure the host. Held, the run measures
+    the software, as one pins a CPU governor for a benchmark. Yields the machine table's
+    row saying what was done.
+    """
+    what = "free page reporting during the run"
+    try:
+        found = REPORTING.read_text(encoding="utf-8").strip()
+    except OSError:
+        yield {}
+        return
+    try:
+        REPORTING.write_text(str(HOLD_MS), encoding="utf-8")
+    except OSError as exc:
+        yield {what: f"left at min_free_ms {found} ({exc.strerror or exc})"}
+        return
+    try:
+        yield {what: f"held back: min_free_ms {HOLD_MS} for the run (was {found}), restored after"}
+    finally:
+        REPORTING.write_text(found, encoding="utf-8")
 
 
 def mb_per_s(size: int, seconds: float) -> float:

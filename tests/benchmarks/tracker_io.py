@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tests.benchmarks.report import Table, ratio, size_text
-from tests.benchmarks.runners import MB, fio_random_read, mb_per_s, timed
+from tests.benchmarks.runners import MB, fio_random_read, mb_per_s, settle, timed
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class CurlUpload:
             command += ["-F", argument.format(filename=filename)]
         url = f"{self.url}?{urlencode({self.name_parameter: filename})}" if self.name_parameter else self.url
         command += ["-F", f"{self.file_field}=@{path};filename={filename}", url]
+        settle()
         started = time.perf_counter()
         done = subprocess.run(command, input=config.encode(), capture_output=True, check=True)
         seconds = time.perf_counter() - started

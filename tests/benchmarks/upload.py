@@ -9,7 +9,7 @@ from tests.benchmarks.bench import Bench
 from tests.benchmarks.data import PROJECT, curl_upload
 from tests.benchmarks.mounts import peak_rss, trackerfs_mount
 from tests.benchmarks.report import Chart, Section, Table, ratio, size_text
-from tests.benchmarks.runners import cat, mb_per_s, timed, write_then_close
+from tests.benchmarks.runners import cat, mb_per_s, settle, timed, write_then_close
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ def run(bench: Bench) -> Section:
     """curl -F, then read + cp through one trackerfs mount, sampling its VmHWM along the way."""
     big = bench.data.big
     issue = bench.data.upload_issue
+    settle()
     started = time.perf_counter()
     curl_upload(bench.emulator, issue, big.local, "curl-upload.bin")
     curl_seconds = time.perf_counter() - started
