@@ -2,8 +2,9 @@
 
 The sequence follows s3ql: open the backend and verify the credentials (so that a wrong
 token is one clear line, not a dead mount), `pyfuse3.init`, a nursery for background
-work, a signal watcher that calls `pyfuse3.terminate()`, READY=1 to systemd, serve, and
-unmount on the way out whatever happened. Before all of it, the profile's lock: one
+work, a signal watcher that calls `pyfuse3.terminate()`, serve, and unmount on the way
+out whatever happened. Once the mount has answered its first request: the kernel's
+readahead, then READY=1 to systemd. Before all of it, the profile's lock: one
 profile, one spool, one mount.
 """
 
