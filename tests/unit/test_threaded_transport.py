@@ -282,7 +282,20 @@ async def test_a_body_left_early_ends_its_receiving_thread_and_its_connection(
 ) -> None:
     """The thread that runs ahead of the reader stops when the reader goes, even while it
     waits for room, and the half-read connection is never reused."""
-    server = serve(serve_range)
+
+    def serve_long(head: bytes, conn: socket.socket) -> bool:
+        # Longer than the thread and both socket buffers hold, so each body is left unfinished.
+        repeats = 64
+        total = repeats * len(BODY)
+        conn.sendall(
+            b"HTTP/1.1 206 Partial Content\r\n"
+            + f"Content-Range: bytes 0-{total - 1}/{total}\r\nContent-Length: {total}\r\n\r\n".encode()
+        )
+        for _ in range(repeats):
+            conn.sendall(BODY)
+        return True
+
+    server = serve(serve_long, serve_long, serve_long, serve_range)
     async with httpx.AsyncClient(transport=transport()) as client:
         for _ in range(3):
             async with client.stream(
